@@ -1,0 +1,57 @@
+"""Shared helpers for the course notebooks.
+
+Typical first cell of a notebook::
+
+    from helpers import setup
+    profile = setup("01_sft_lora")
+
+Modules, one job each: ``profiles`` (hardware profile), ``models`` (load model/tokenizer),
+``skills`` (the synthetic dataset and its checker), ``data`` (loaders and normalisers),
+``evaluation`` (generation, skill accuracy, perplexity), ``training`` (SFT + LoRA), ``plots``,
+``compare`` (side-by-side tables), ``results`` (the results contract), ``text`` (offline text).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+
+from .profiles import Profile, get_profile
+
+__all__ = ["Profile", "get_profile", "setup", "quiet", "seed_everything"]
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch so that runs on one machine repeat."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def quiet() -> None:
+    """Silence library warnings that say nothing actionable to a student (version notices, casts)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for pattern in (
+        ".*MatMul8bitLt: inputs will be cast.*",
+        ".*generation flags are not valid.*",
+        ".*torch_dtype.*deprecated.*",
+        ".*is an Enum subclass.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    for name in ("transformers.generation.utils", "transformers.modeling_utils", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def setup(notebook: str, seed: int = 0) -> Profile:
+    """Pick the profile, seed everything, silence noise and print what runs and why."""
+    quiet()
+    seed_everything(seed)
+    profile = get_profile()
+    print(f"[{notebook}] {profile.summary()}")
+    return profile

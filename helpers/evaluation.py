@@ -1,0 +1,166 @@
+"""Evaluation: chat-template generation, skill accuracy with the checker, and perplexity."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .skills import check_answer, mentions_answer
+
+
+def _prompt_messages(prompt: str | list[dict]) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | list[dict]],
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    desc: str = "generating",
+    progress: bool = True,
+) -> list[str]:
+    """Greedy-decode an answer for each prompt, formatted with the tokenizer's chat template.
+
+    A prompt is either a user message string or a list of chat messages. Prompts are
+    left-padded and run in batches; the decoded continuation (special tokens removed,
+    whitespace stripped) is returned in the original order.
+    """
+    if not prompts:
+        raise ValueError("generate() got no prompts: pass at least one prompt string or message list.")
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    texts = [
+        tokenizer.apply_chat_template(_prompt_messages(p), tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    # Sort by length so each batch pads little; restore the order at the end.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    outputs: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            for i, row in zip(idx, new_tokens):
+                outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return outputs
+
+
+@dataclass
+class SkillReport:
+    """Per-item outcome of a skill evaluation plus the aggregate numbers."""
+
+    rows: list[dict]
+    accuracy: float
+    mention_rate: float
+    per_skill: dict[str, float]
+    seconds: float
+
+    def __repr__(self) -> str:  # keeps notebook output short
+        return f"SkillReport(accuracy={self.accuracy:.3f}, n={len(self.rows)}, per_skill={self.per_skill})"
+
+
+def evaluate_skills(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    eval_rows: Sequence[dict],
+    max_new_tokens: int = 24,
+    batch_size: int = 32,
+    desc: str = "skill eval",
+) -> SkillReport:
+    """Generate an answer for every evaluation row and score it with :func:`check_answer`.
+
+    ``eval_rows`` are rows of the skills eval split (keys ``prompt``, ``answers``, ``skill``,
+    ``case_sensitive``). Returns a :class:`SkillReport` with exact-match accuracy (the skill
+    accuracy), the lenient "mentions the answer" rate and accuracy per skill.
+    """
+    if not eval_rows:
+        raise ValueError("evaluate_skills() got an empty evaluation set: check the eval split and n_eval.")
+    start = time.perf_counter()
+    responses = generate(model, tokenizer, [r["prompt"] for r in eval_rows], max_new_tokens, batch_size, desc)
+    rows = []
+    for r, resp in zip(eval_rows, responses):
+        cs = bool(r.get("case_sensitive", False))
+        rows.append(
+            {
+                "skill": r["skill"],
+                "prompt": r["prompt"],
+                "answer": r["answers"][0],
+                "response": resp,
+                "correct": check_answer(resp, r["answers"], cs),
+                "mentions": mentions_answer(resp, r["answers"], cs),
+            }
+        )
+    per_skill: dict[str, list[bool]] = {}
+    for row in rows:
+        per_skill.setdefault(row["skill"], []).append(row["correct"])
+    return SkillReport(
+        rows=rows,
+        accuracy=sum(r["correct"] for r in rows) / len(rows),
+        mention_rate=sum(r["mentions"] for r in rows) / len(rows),
+        per_skill={k: round(sum(v) / len(v), 3) for k, v in sorted(per_skill.items())},
+        seconds=time.perf_counter() - start,
+    )
+
+
+@torch.no_grad()
+def perplexity(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str | Iterable[str],
+    window: int = 512,
+    max_tokens: int | None = None,
+    desc: str = "perplexity",
+) -> float:
+    """Perplexity of ``text`` in non-overlapping windows of ``window`` tokens.
+
+    The text (or texts joined by blank lines) is tokenised once and cut into consecutive
+    windows; each window is scored independently, the token-level negative log-likelihoods
+    are summed, and ``exp(mean NLL)`` is returned. ``max_tokens`` caps the tokens scored.
+    """
+    if not isinstance(text, str):
+        text = "\n\n".join(text)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if ids.numel() < 2:
+        raise ValueError("perplexity() needs at least two tokens of text; the text given is empty or too short.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total_nll, total_tokens = 0.0, 0
+    try:
+        for start in tqdm(range(0, ids.numel(), window), desc=desc, leave=False):
+            chunk = ids[start : start + window].unsqueeze(0).to(device)
+            if chunk.shape[1] < 2:
+                break
+            out = model(input_ids=chunk, labels=chunk)
+            n = chunk.shape[1] - 1
+            total_nll += float(out.loss) * n
+            total_tokens += n
+    finally:
+        model.train(was_training)
+    return math.exp(total_nll / total_tokens)

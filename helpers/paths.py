@@ -1,0 +1,46 @@
+"""Where things live: the repository, the artifacts a run writes, and the model cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+
+ARTIFACTS_ENV = "COURSE_ARTIFACTS"
+CACHE_ENV = "COURSE_CACHE"
+
+
+def artifacts_root() -> Path:
+    """Root under which ``results/``, ``figures/`` and ``outputs/`` are written.
+
+    The repository itself by default; the test suite points ``COURSE_ARTIFACTS`` at a
+    temporary folder so that test runs never overwrite the committed reference results.
+    """
+    return Path(os.environ.get(ARTIFACTS_ENV) or REPO_ROOT)
+
+
+def results_dir() -> Path:
+    """Folder of machine-readable results (``results/<notebook>.json``)."""
+    return _mk(artifacts_root() / "results")
+
+
+def figures_dir() -> Path:
+    """Folder of PNG figures written by the notebooks."""
+    return _mk(artifacts_root() / "figures")
+
+
+def outputs_dir(*parts: str) -> Path:
+    """Folder for large run products (adapters, merged models, executed notebooks); never committed."""
+    return _mk(artifacts_root().joinpath("outputs", *parts))
+
+
+def cache_dir() -> Path:
+    """Model cache shared by all notebooks (``COURSE_CACHE``, default ``~/.cache/llm-course-kit``)."""
+    return _mk(Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llm-course-kit"))
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

