@@ -44,8 +44,16 @@ def quiet() -> None:
     ):
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    for name in ("transformers.generation.utils", "transformers.modeling_utils", "torchao"):
+    for name in ("transformers.generation.utils", "transformers.modeling_utils", "torchao",
+                 "torch.utils._pytree", "bitsandbytes", "bitsandbytes.backends.cpu.ops"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import pandas as pd
+
+        pd.set_option("display.max_colwidth", 90)
+        pd.set_option("display.width", 200)
+    except ImportError:  # pragma: no cover
+        pass
 
 
 def setup(notebook: str, seed: int = 0) -> Profile:

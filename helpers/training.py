@@ -71,11 +71,13 @@ def train_sft_lora(
     tokenizer: PreTrainedTokenizerBase,
     rows: list[dict] | None = None,
     output_dir: str | Path | None = None,
+    peft_config: LoraConfig | None = None,
     **config_overrides,
 ) -> SFTTrainer:
     """Fine-tune ``model`` with LoRA on prompt-completion ``rows`` (the profile's SFT rows by default).
 
-    Returns the trainer after ``train()``: ``trainer.model`` is the PEFT model and
+    ``peft_config`` defaults to :func:`lora_config` of the profile; ``config_overrides`` go to
+    :func:`sft_config` (e.g. ``max_steps=10``). Returns the trainer after ``train()``: ``trainer.model`` is the PEFT model and
     ``trainer.state.log_history`` holds the loss curve. Nothing is saved here; see
     :func:`save_adapter`.
     """
@@ -87,12 +89,23 @@ def train_sft_lora(
         args=sft_config(profile, output_dir, **config_overrides),
         train_dataset=as_dataset(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(profile),
+        peft_config=peft_config or lora_config(profile),
     )
     start = time.perf_counter()
     trainer.train()
     trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    unwrap_autocast(trainer)
     return trainer
+
+
+def unwrap_autocast(trainer) -> None:
+    """Undo the mixed-precision wrapper Accelerate puts around ``model.forward`` during training.
+
+    With ``bf16=True``/``fp16=True`` the trained model keeps running every forward pass in
+    autocast after ``train()``. Evaluating it that way would compare a bf16 model with an fp32
+    base model; after this call the model computes in its own dtype again.
+    """
+    trainer.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
 def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:

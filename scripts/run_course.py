@@ -1,0 +1,76 @@
+"""Execute the course notebooks in order (what `make run` does).
+
+Each notebook runs top to bottom in a fresh kernel on the detected profile (or COURSE_PROFILE).
+Executed copies go to outputs/executed/, figures to figures/, numbers to results/. The wall time
+of every notebook is written to results/course_run_times.json: a benchmark of the course itself.
+
+Usage: python scripts/run_course.py [name-prefix ...]     e.g.  python scripts/run_course.py 01 02
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from helpers.paths import outputs_dir, results_dir  # noqa: E402
+from helpers.profiles import get_profile  # noqa: E402
+
+CELL_TIMEOUT_S = 1800
+
+
+def main(prefixes: list[str]) -> int:
+    profile = get_profile()
+    print(f"Running the course on {profile.summary()}")
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if prefixes:
+        notebooks = [nb for nb in notebooks if any(nb.name.startswith(p) for p in prefixes)]
+        if not notebooks:
+            print(f"No notebook matches {prefixes}; available: {[n.name for n in (ROOT / 'notebooks').glob('*.ipynb')]}")
+            return 2
+    os.environ.setdefault("COURSE_PROFILE", profile.name)  # every kernel runs the same profile
+    times_path = results_dir() / "course_run_times.json"
+    times = json.loads(times_path.read_text()) if times_path.is_file() else {}
+    failed = []
+    for nb_path in notebooks:
+        print(f"\n=== {nb_path.name} ...", flush=True)
+        nb = nbformat.read(nb_path, as_version=4)
+        client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                resources={"metadata": {"path": str(nb_path.parent)}})
+        start = time.perf_counter()
+        try:
+            client.execute()
+            status = "ok"
+        except CellExecutionError as exc:
+            status = "failed"
+            failed.append(nb_path.name)
+            print(str(exc)[-3000:])
+        seconds = time.perf_counter() - start
+        out = outputs_dir("executed") / nb_path.name
+        nbformat.write(nb, out)
+        print(f"=== {nb_path.name}: {status} in {seconds:.0f} s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        times.setdefault(profile.name, {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
+                                                            "date": time.strftime("%Y-%m-%d")}
+        tmp = times_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(times, indent=2) + "\n")
+        tmp.replace(times_path)
+    print("\nWall time per notebook on profile", profile.name)
+    for name, rec in times.get(profile.name, {}).items():
+        print(f"  {name:<32} {rec['seconds']:>7.0f} s  {rec['status']}")
+    if failed:
+        print(f"\nFAILED: {failed}. The executed copies under outputs/executed/ show the error cell.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
