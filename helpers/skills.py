@@ -316,7 +316,7 @@ def _last_word_items(rng: random.Random) -> tuple[list[Item], list[Item]]:
 
 def _next_number_items(rng: random.Random) -> tuple[list[Item], list[Item]]:
     numbers = [str(n) for n in range(10, 1000)]
-    train_nums, eval_nums = _split(numbers, 0.4, "successor")
+    train_nums, eval_nums = _split(numbers, 0.4, "number")  # same partition as larger_number
     make = lambda x: Item("next_number", {"x": x}, (str(int(x) + 1),), str(int(x) - 1))  # noqa: E731
     return [make(x) for x in rng.sample(train_nums, 90)], [make(x) for x in rng.sample(eval_nums, 40)]
 
@@ -482,6 +482,17 @@ def mentions_answer(response: str, answers: Sequence[str], case_sensitive: bool 
 # --------------------------------------------------------------------------------------
 
 
+KNOWLEDGE_SKILLS = ("capital", "antonym", "plural", "past_tense")
+
+
+def _words(item: Item) -> set[str]:
+    """Operands of an item (and its answers for knowledge skills), lower-cased, for leakage checks."""
+    words = {v.lower() for k, v in item.fields.items() if k != "options"}
+    if item.skill in KNOWLEDGE_SKILLS:
+        words |= {a.lower() for a in item.answers}
+    return words
+
+
 def _row(skill: Skill, item: Item, template: str) -> dict:
     prompt = template.format(**item.fields)
     return {
@@ -503,16 +514,21 @@ def generate_splits(seed: int = SEED, sft_per_item: int = 1) -> dict[str, list[d
       serve as held-out preference pairs.
     """
     rng = random.Random(seed)
+    built = {name: skill.build(rng) for name, skill in SKILLS.items()}
+    # Held-out means held out across *all* skills: drop an eval item if one of its operands (or, for
+    # knowledge skills, its answer) occurs anywhere in training, e.g. 'day' as a plural operand.
+    seen = {w for train, _ in built.values() for item in train for w in _words(item)}
     splits: dict[str, list[dict]] = {"sft_train": [], "dpo_train": [], "eval": []}
-    for skill in SKILLS.values():
-        train_items, eval_items = skill.build(rng)
+    for name, skill in SKILLS.items():
+        train_items, eval_items = built[name]
         for item in train_items:
             for template in rng.sample(skill.train_templates, sft_per_item):
                 splits["sft_train"].append(_row(skill, item, template))
             row = _row(skill, item, rng.choice(skill.train_templates))
             splits["dpo_train"].append(row)
         for item in eval_items:
-            splits["eval"].append(_row(skill, item, rng.choice(skill.eval_templates)))
+            if not (_words(item) & seen):
+                splits["eval"].append(_row(skill, item, rng.choice(skill.eval_templates)))
     for name in ("sft_train", "dpo_train"):
         rng.shuffle(splits[name])
     for rows in splits.values():

@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+
+from helpers import evaluation
+from helpers.data import load_skills
+from helpers.models import load_model_and_tokenizer
+from helpers.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok, _ = load_model_and_tokenizer(get_profile("tiny"))
+    return model, tok
+
+
+def test_generate_keeps_order_and_restores_padding_side(tiny):
+    model, tok = tiny
+    prompts = ["short", "a much longer prompt " * 5, [{"role": "user", "content": "chat form"}]]
+    side = tok.padding_side
+    batched = evaluation.generate(model, tok, prompts, max_new_tokens=4, batch_size=2, progress=False)
+    single = [evaluation.generate(model, tok, [p], max_new_tokens=4, progress=False)[0] for p in prompts]
+    assert batched == single  # left padding and re-ordering do not change greedy outputs
+    assert tok.padding_side == side
+
+
+def test_generate_rejects_empty(tiny):
+    with pytest.raises(ValueError, match="no prompts"):
+        evaluation.generate(*tiny, [])
+
+
+def test_evaluate_skills_scores_with_the_checker(tiny, monkeypatch):
+    rows = load_skills("eval", 8)
+    canned = [r["answer"] if i % 2 == 0 else f"The answer is {r['answer']}." for i, r in enumerate(rows)]
+    monkeypatch.setattr(evaluation, "generate", lambda *a, **k: canned)
+    report = evaluation.evaluate_skills(*tiny, rows)
+    assert report.accuracy == 0.5
+    assert report.mention_rate == 1.0
+    assert set(report.per_skill) == {r["skill"] for r in rows}
+    assert [r["correct"] for r in report.rows] == [True, False] * 4
+
+
+def test_evaluate_skills_rejects_empty(tiny):
+    with pytest.raises(ValueError, match="empty evaluation set"):
+        evaluation.evaluate_skills(*tiny, [])
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(tiny):
+    model, tok = tiny
+    import copy
+
+    uniform = copy.deepcopy(model)
+    with torch.no_grad():
+        uniform.lm_head.weight.zero_()  # tied: zero logits everywhere -> uniform distribution
+    ppl = evaluation.perplexity(uniform, tok, "The quick brown fox jumps over the lazy dog. " * 20, window=32)
+    assert math.isclose(ppl, len(tok), rel_tol=1e-3)
+
+
+def test_perplexity_matches_exp_loss_on_one_window(tiny):
+    model, tok = tiny
+    text = "Return a new list containing all items from the iterable in ascending order."
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = math.exp(model(input_ids=ids, labels=ids).loss.item())
+    assert math.isclose(evaluation.perplexity(model, tok, text, window=512), expected, rel_tol=1e-5)
+
+
+def test_perplexity_needs_text(tiny):
+    with pytest.raises(ValueError, match="at least two tokens"):
+        evaluation.perplexity(*tiny, "")

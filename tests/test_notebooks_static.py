@@ -1,0 +1,38 @@
+"""Notebook hygiene: committed without outputs, same setup cell and a Colab badge everywhere."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear outputs before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_badge_and_shared_setup_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    first = NOTEBOOKS[0]
+    reference = next(c.source for c in nbformat.read(first, as_version=4).cells if c.cell_type == "code")
+    assert next(c.source for c in nb.cells if c.cell_type == "code") == reference
+    badge = re.search(r"colab\.research\.google\.com/github/[^)]+/notebooks/([^)]+\.ipynb)", nb.cells[0].source)
+    assert badge and badge.group(1) == path.name
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make run" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,95 @@
+import json
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+from helpers import compare, plots, results, text
+from helpers.evaluation import SkillReport
+from helpers.results import ResultsError, read_results, write_results
+
+
+def test_results_round_trip(tmp_path):
+    path = write_results("99_demo", "tiny", "m", 12.34, 10, {"base": {"skill_accuracy": 0.5, "size_mb": 1.25}},
+                         folder=tmp_path)
+    record = read_results("99_demo", folder=tmp_path)
+    assert record["variants"]["base"] == {"skill_accuracy": 0.5, "size_mb": 1.25}
+    assert record["wall_seconds"] == 12.3 and record["n_eval"] == 10 and "python" in record["extra"]
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_unknown_metric_is_refused_and_nothing_written(tmp_path):
+    with pytest.raises(ResultsError, match="Unknown metric 'accuracy'.*Valid metrics: skill_accuracy"):
+        write_results("99_demo", "tiny", "m", 1, 1, {"base": {"accuracy": 0.5}}, folder=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("variants", [{}, {"base": {"perplexity": float("nan")}}, {"base": {"perplexity": "12"}}])
+def test_bad_variants(tmp_path, variants):
+    with pytest.raises(ResultsError):
+        write_results("99_demo", "tiny", "m", 1, 1, variants, folder=tmp_path)
+
+
+def test_read_missing_and_corrupt(tmp_path):
+    assert read_results("nothing", folder=tmp_path) is None
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ResultsError, match="not valid JSON"):
+        read_results("bad", folder=tmp_path)
+    (tmp_path / "partial.json").write_text(json.dumps({"notebook": "x"}))
+    with pytest.raises(ResultsError, match="missing"):
+        read_results("partial", folder=tmp_path)
+
+
+HISTORY = [{"loss": 2.0, "step": 1}, {"loss": 1.0, "step": 2}, {"rewards/margins": 0.3, "step": 2},
+           {"train_runtime": 3.0, "step": 2}]
+
+
+def test_plot_saves_png_and_skips_unlogged_keys():
+    fig = plots.plot_training_curves(HISTORY, ("loss", "rewards/margins", "not_logged"), filename="test_curves.png")
+    assert len(fig.axes) == 2
+    assert (plots.figures_dir() / "test_curves.png").stat().st_size > 1000
+    assert plots.curve(HISTORY, "loss") == ([1, 2], [2.0, 1.0])
+
+
+def test_plot_with_no_known_key_lists_available():
+    with pytest.raises(ValueError, match="logged keys: \\['loss', 'rewards/margins', 'step', 'train_runtime'\\]"):
+        plots.plot_training_curves(HISTORY, ("eval_loss",))
+
+
+def _report(answers, correct):
+    rows = [{"skill": s, "prompt": f"p{i}", "answer": "a", "response": r, "correct": c, "mentions": c}
+            for i, (s, r, c) in enumerate(zip(["x", "y", "x", "y"], answers, correct))]
+    return SkillReport(rows, sum(correct) / 4, sum(correct) / 4, {"x": 0.5, "y": 0.5}, 0.0)
+
+
+def test_side_by_side_and_accuracy_table():
+    a, b = _report(["1", "2", "3", "4"], [True, False, True, False]), _report(["5", "6", "7", "8"], [True] * 4)
+    table = compare.side_by_side({"base": a, "tuned": b}, n=3)
+    assert list(table.columns) == ["skill", "prompt", "expected", "base", "base ✓", "tuned", "tuned ✓"]
+    assert list(table["skill"]) == ["x", "y", "x"]  # spread over skills
+    assert list(table["tuned ✓"]) == ["✓"] * 3
+    acc = compare.accuracy_table({"base": a, "tuned": b})
+    assert acc.loc["all (exact)", "base"] == 0.5 and acc.loc["all (exact)", "tuned"] == 1.0
+
+
+def test_side_by_side_refuses_different_prompts():
+    a = _report(["1"] * 4, [True] * 4)
+    b = _report(["1"] * 4, [True] * 4)
+    b.rows[0]["prompt"] = "other"
+    with pytest.raises(ValueError, match="different prompts"):
+        compare.side_by_side({"a": a, "b": b})
+
+
+def test_offline_text_splits_are_disjoint_and_stable():
+    ev, cal = text.stdlib_text("eval"), text.stdlib_text("calibration")
+    assert len(ev) > 50_000 and len(cal) > 50_000
+    assert ev == text.stdlib_text("eval")
+    eval_docs = {d for m in text.EVAL_MODULES for d in text._docstrings(m)}
+    calib_docs = {d for m in text.CALIBRATION_MODULES for d in text._docstrings(m)}
+    assert eval_docs and calib_docs and not eval_docs & calib_docs
+    assert not set(text.EVAL_MODULES) & set(text.CALIBRATION_MODULES)
+    samples = text.stdlib_samples("calibration", n=16)
+    assert len(samples) == 16 and all(len(s) >= 200 for s in samples)
+    with pytest.raises(ValueError, match="Unknown text split"):
+        text.stdlib_text("train")
