@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import torch
@@ -78,6 +78,7 @@ class SkillReport:
     mention_rate: float
     per_skill: dict[str, float]
     seconds: float
+    per_skill_mentions: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # keeps notebook output short
         return f"SkillReport(accuracy={self.accuracy:.3f}, n={len(self.rows)}, per_skill={self.per_skill})"
@@ -115,14 +116,17 @@ def evaluate_skills(
             }
         )
     per_skill: dict[str, list[bool]] = {}
+    mentions: dict[str, list[bool]] = {}
     for row in rows:
         per_skill.setdefault(row["skill"], []).append(row["correct"])
+        mentions.setdefault(row["skill"], []).append(row["mentions"])
     return SkillReport(
         rows=rows,
         accuracy=sum(r["correct"] for r in rows) / len(rows),
         mention_rate=sum(r["mentions"] for r in rows) / len(rows),
         per_skill={k: round(sum(v) / len(v), 3) for k, v in sorted(per_skill.items())},
         seconds=time.perf_counter() - start,
+        per_skill_mentions={k: round(sum(v) / len(v), 3) for k, v in sorted(mentions.items())},
     )
 
 

@@ -119,3 +119,42 @@ def peak_rss_mb() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+UNITS = {"skill_accuracy": "skill acc.", "preference_accuracy": "pref. acc.", "perplexity": "perplexity",
+         "size_mb": "size (MB)", "footprint_mb": "memory (MB)", "load_seconds": "load (s)",
+         "tokens_per_second": "tokens/s", "train_seconds": "train/quant (s)", "peak_rss_mb": "peak RSS (MB)"}
+
+
+def results_markdown(folder: Path) -> str:
+    """A Markdown table of every ``<notebook>.json`` in ``folder``: one row per variant, one column per metric.
+
+    The README's results section is this text verbatim (``python scripts/update_readme.py``), and a
+    test checks that they agree, so every number in the README comes from a results file.
+    """
+    records = []
+    for path in sorted(folder.glob("[0-9][0-9]_*.json")):
+        record = json.loads(path.read_text())
+        validate(record)
+        records.append(record)
+    if not records:
+        return "_No results yet: run `make run`._\n"
+    used = [m for m in METRICS if any(m in v for r in records for v in r["variants"].values())]
+    header = ["notebook", "profile", "variant"] + [UNITS[m] for m in used]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in records:
+        for name, metrics in r["variants"].items():
+            cells = [r["notebook"], r["profile"], name] + [_fmt(m, metrics.get(m)) for m in used]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"`{r['notebook']}`: n_eval = {r['n_eval']}, notebook wall time {r['wall_seconds']:.0f} s" for r in records]
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if metric.endswith("accuracy"):
+        return f"{value:.1%}"
+    if metric == "perplexity":
+        return f"{value:.2f}"
+    return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"

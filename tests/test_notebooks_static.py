@@ -36,3 +36,14 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_results_table_matches_results_files():
+    import re as _re
+
+    from helpers.results import results_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    section = _re.search(r"<!-- results:start -->\n(.*?)<!-- results:end -->", readme, _re.S)
+    assert section, "README lacks the results markers"
+    assert section.group(1) == results_markdown(ROOT / "results"), "run `python scripts/update_readme.py`"
