@@ -48,6 +48,10 @@ class Profile:
     lora_r: int
     lora_alpha: int
     gradient_checkpointing: bool
+    dpo_steps: int
+    dpo_batch_size: int
+    dpo_learning_rate: float
+    dpo_beta: float
     # evaluation
     eval_batch_size: int
     max_new_tokens: int
@@ -98,6 +102,10 @@ PROFILES: dict[str, Profile] = {
         lora_r=4,
         lora_alpha=8,
         gradient_checkpointing=False,
+        dpo_steps=4,
+        dpo_batch_size=8,
+        dpo_learning_rate=5e-4,
+        dpo_beta=0.1,
         eval_batch_size=24,
         max_new_tokens=8,
         ppl_window=128,
@@ -124,6 +132,10 @@ PROFILES: dict[str, Profile] = {
         lora_r=16,
         lora_alpha=32,
         gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
+        dpo_steps=40,
+        dpo_batch_size=8,
+        dpo_learning_rate=5e-5,
+        dpo_beta=0.1,
         eval_batch_size=32,
         max_new_tokens=16,
         ppl_window=512,
@@ -150,6 +162,10 @@ PROFILES: dict[str, Profile] = {
         lora_r=16,
         lora_alpha=32,
         gradient_checkpointing=True,
+        dpo_steps=150,
+        dpo_batch_size=16,
+        dpo_learning_rate=5e-5,
+        dpo_beta=0.1,
         eval_batch_size=64,
         max_new_tokens=16,
         ppl_window=1024,
@@ -176,6 +192,10 @@ PROFILES: dict[str, Profile] = {
         lora_r=32,
         lora_alpha=64,
         gradient_checkpointing=False,
+        dpo_steps=200,
+        dpo_batch_size=32,
+        dpo_learning_rate=2e-5,
+        dpo_beta=0.1,
         eval_batch_size=128,
         max_new_tokens=16,
         ppl_window=2048,

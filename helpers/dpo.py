@@ -1,0 +1,274 @@
+"""Direct Preference Optimization: preference data, a from-scratch loss, preference accuracy, TRL's trainer.
+
+The DPO loss for a prompt x with chosen answer y_w and rejected answer y_l is::
+
+    L = -log sigmoid( beta * [ (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x)) ] )
+
+where log pi(y|x) is the *sum* of the log-probabilities of the answer tokens. ``beta * (log pi - log pi_ref)``
+is the policy's *implicit reward*. In this course the policy is the SFT model plus a new LoRA adapter
+and the reference is the same model with that adapter switched off.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from trl import DPOConfig, DPOTrainer
+
+from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
+from .paths import outputs_dir
+from .profiles import Profile
+from .training import lora_config, precision_kwargs, unwrap_autocast
+
+PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+# ------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------
+
+
+def _text(messages: str | list[dict]) -> str:
+    return messages if isinstance(messages, str) else " ".join(m.get("content", "") for m in messages)
+
+
+def clean_pairs(rows: Sequence[dict], name: str = "preference data", verbose: bool = True) -> list[dict]:
+    """Drop pairs whose chosen and rejected answers are equal or empty, and say how many were dropped.
+
+    Such pairs carry no preference signal (equal) or no answer at all (empty); training on them
+    silently would only add noise. Raises :class:`DataError` if nothing is left.
+    """
+    rows = list(rows)
+    require_columns(rows, PREFERENCE_COLUMNS, name=name)
+    kept, equal, empty = [], 0, 0
+    for row in rows:
+        chosen, rejected = _text(row["chosen"]).strip(), _text(row["rejected"]).strip()
+        if not chosen or not rejected:
+            empty += 1
+        elif chosen == rejected:
+            equal += 1
+        else:
+            kept.append(row)
+    if (equal or empty) and verbose:
+        print(f"{name}: dropped {equal} pair(s) with chosen == rejected and {empty} with an empty answer; "
+              f"{len(kept)} of {len(rows)} kept.")
+    if not kept:
+        raise DataError(f"{name}: no usable preference pairs left ({equal} equal, {empty} empty).")
+    return kept
+
+
+def preference_rows(profile: Profile, split: str = "dpo_train", n: int | None = None) -> list[dict]:
+    """Conversational preference pairs from the skills data (``dpo_train`` or held-out ``eval``)."""
+    if n is None and split == "dpo_train":
+        n = profile.n_train
+    elif n is None:
+        n = profile.n_eval
+    return clean_pairs([skills_to_preference(r) for r in load_skills(split, n)], name=f"skills {split} pairs")
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _hh_messages(text: str) -> list[dict]:
+    parts = _HH_TURN.split("\n\n" + text.strip() if not text.startswith("\n\n") else text)
+    messages = []
+    for role, content in zip(parts[1::2], parts[2::2]):
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return messages
+
+
+def normalize_preference_row(row: dict) -> dict:
+    """Turn a Hub preference row into ``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``.
+
+    Accepted schemas:
+    - UltraFeedback-binarized style: ``prompt`` (str) and ``chosen``/``rejected`` as full message lists
+      ending with the assistant answer;
+    - HH-RLHF style: ``chosen``/``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` sharing the
+      conversation up to the last assistant turn;
+    - already conversational rows (lists for prompt, chosen and rejected) pass through.
+    """
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if chosen is None or rejected is None:
+        raise DataError(f"Preference row needs 'chosen' and 'rejected'; it has {sorted(row)}.")
+    if isinstance(chosen, str) and isinstance(rejected, str) and "\n\nAssistant:" in chosen:
+        c_msgs, r_msgs = _hh_messages(chosen), _hh_messages(rejected)
+        if not c_msgs or c_msgs[-1]["role"] != "assistant" or not r_msgs or r_msgs[-1]["role"] != "assistant":
+            raise DataError("HH-RLHF row: each of chosen/rejected must end with an 'Assistant:' turn.")
+        return {"prompt": c_msgs[:-1], "chosen": [c_msgs[-1]], "rejected": [r_msgs[-1]]}
+    if isinstance(chosen, list) and isinstance(rejected, list):
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            return {"prompt": prompt, "chosen": chosen[-1:], "rejected": rejected[-1:]}
+        if chosen and chosen[-1].get("role") == "assistant" and rejected and rejected[-1].get("role") == "assistant":
+            context = chosen[:-1] or (user(prompt) if prompt else [])
+            if not context:
+                raise DataError("Preference row has no prompt: give 'prompt' or a user turn before the answer.")
+            return {"prompt": context, "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    if isinstance(row.get("prompt"), str) and isinstance(chosen, str) and isinstance(rejected, str):
+        return {"prompt": user(row["prompt"]), "chosen": assistant(chosen), "rejected": assistant(rejected)}
+    raise DataError(f"Unrecognised preference row with columns {sorted(row)} (UltraFeedback or HH-RLHF expected).")
+
+
+# ------------------------------------------------------------------------------------------
+# The loss from scratch
+# ------------------------------------------------------------------------------------------
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], completion: list[dict]) -> tuple[list[int], int]:
+    """Token ids of prompt+completion through the chat template, and where the completion starts."""
+    prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False)
+    full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=False)
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        raise ValueError("The chat template does not extend the prompt with the completion token by token.")
+    return list(full_ids), len(prompt_ids)
+
+
+@torch.no_grad()
+def completion_logps(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[list[dict]],
+    completions: Sequence[list[dict]],
+    batch_size: int = 16,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """Sum of log pi(token) over the completion tokens of each (prompt, completion), as a float tensor.
+
+    Plain torch: one forward pass per batch, ``log_softmax`` of the logits, the log-probability of
+    each next token, masked to the completion (which ends with the end-of-turn token).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    out: list[torch.Tensor] = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
+            encoded = [_encode(tokenizer, p, c) for p, c in zip(prompts[start:start + batch_size],
+                                                                completions[start:start + batch_size])]
+            width = max(len(ids) for ids, _ in encoded)
+            input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+            attention = torch.zeros_like(input_ids)
+            mask = torch.zeros_like(input_ids, dtype=torch.bool)
+            for i, (ids, cut) in enumerate(encoded):  # right padding
+                input_ids[i, : len(ids)] = torch.tensor(ids)
+                attention[i, : len(ids)] = 1
+                mask[i, cut: len(ids)] = True
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            token_logp = logp.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            out.append((token_logp * mask[:, 1:].to(device)).sum(dim=1).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sigmoid DPO loss (mean over pairs) and the implicit rewards of chosen and rejected answers."""
+    chosen_rewards = beta * (policy_chosen - ref_chosen)
+    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards, rejected_rewards
+
+
+@dataclass
+class PairScores:
+    """Summed completion log-probabilities of chosen and rejected answers under one model."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+
+
+def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, desc: str | None = None) -> PairScores:
+    """Log-probabilities of every pair's chosen and rejected answer under ``model``."""
+    prompts = [p["prompt"] for p in pairs]
+    chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size, desc)
+    rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size, desc)
+    return PairScores(chosen, rejected)
+
+
+def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
+    """Fraction of pairs whose implicit reward ranks chosen above rejected (beta does not matter)."""
+    margin = (policy.chosen - reference.chosen) - (policy.rejected - reference.rejected)
+    return float((margin > 0).float().mean())
+
+
+# ------------------------------------------------------------------------------------------
+# TRL
+# ------------------------------------------------------------------------------------------
+
+
+def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
+    """A ``DPOConfig`` from the profile (current names: no ``max_prompt_length``; ``max_length`` only)."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        max_steps=profile.dpo_steps,
+        per_device_train_batch_size=profile.dpo_batch_size,
+        learning_rate=profile.dpo_learning_rate,
+        beta=profile.dpo_beta,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, profile.dpo_steps // 10),
+        max_length=profile.max_length,
+        gradient_checkpointing=profile.gradient_checkpointing,
+        logging_steps=max(1, profile.dpo_steps // 20),
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        data_seed=0,
+        **precision_kwargs(profile),
+    )
+    kwargs.update(overrides)
+    return DPOConfig(**kwargs)
+
+
+def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max_length: int) -> None:
+    """Refuse pairs whose prompt alone fills ``max_length`` (truncation would cut away the answers)."""
+    for i, pair in enumerate(pairs):
+        n = len(tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True,
+                                              return_dict=False))
+        if n >= max_length:
+            raise DataError(
+                f"Pair {i}: the prompt alone is {n} tokens, not shorter than max_length={max_length}; the answers "
+                "would be truncated away. Shorten the prompt or raise max_length."
+            )
+
+
+def train_dpo(
+    profile: Profile,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: Sequence[dict],
+    peft_config: LoraConfig | None = None,
+    output_dir=None,
+    **config_overrides,
+) -> DPOTrainer:
+    """Train a new LoRA adapter with DPO on ``pairs``; the reference is ``model`` with the adapter disabled."""
+    pairs = clean_pairs(pairs, name="DPO training pairs")
+    config = dpo_config(profile, output_dir or outputs_dir("trainer", f"dpo_{profile.name}"), **config_overrides)
+    check_lengths(tokenizer, pairs, config.max_length)
+    trainer = DPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=as_dataset(list(pairs)),
+        processing_class=tokenizer,
+        peft_config=peft_config or lora_config(profile),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    unwrap_autocast(trainer)
+    return trainer

@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from helpers import dpo
+from helpers.data import DataError
+from helpers.models import load_model_and_tokenizer
+from helpers.profiles import get_profile
+
+
+@pytest.fixture(scope="module")
+def trained():
+    profile = get_profile("tiny")
+    model, tok, _ = load_model_and_tokenizer(profile)
+    pairs = dpo.preference_rows(profile, n=8)
+    # a large learning rate so three steps move the adapter well away from the reference
+    trainer = dpo.train_dpo(profile, model, tok, pairs, max_steps=3, learning_rate=5e-3, logging_steps=1)
+    return profile, tok, trainer, pairs
+
+
+def test_from_scratch_loss_matches_trl_on_the_same_batch(trained):
+    profile, tok, trainer, pairs = trained
+    model = trainer.model
+    model.eval()
+    batch = next(iter(trainer.get_train_dataloader()))  # all 8 pairs (batch size 8); the loss is a mean
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(model, batch).item()
+    policy = dpo.score_pairs(model, tok, pairs)
+    with model.disable_adapter():
+        reference = dpo.score_pairs(model, tok, pairs)
+    ours, chosen_r, rejected_r = dpo.dpo_loss(policy.chosen, policy.rejected, reference.chosen, reference.rejected,
+                                              beta=profile.dpo_beta)
+    assert abs(trl_loss - ours.item()) < 1e-4, (trl_loss, ours.item())
+    assert abs(trl_loss - 0.6931) > 1e-3  # not the trivial log(2) of an untrained adapter
+    assert torch.allclose(chosen_r - rejected_r, profile.dpo_beta * ((policy.chosen - reference.chosen)
+                                                                     - (policy.rejected - reference.rejected)))
+
+
+def test_trl_logs_the_reward_metrics(trained):
+    _, _, trainer, _ = trained
+    keys = set().union(*trainer.state.log_history)
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= keys
+
+
+def test_loss_is_log2_when_policy_equals_reference():
+    x = torch.tensor([-3.0, -1.0])
+    loss, c, r = dpo.dpo_loss(x, x - 1, x, x - 1, beta=0.5)
+    assert loss.item() == pytest.approx(0.693147, abs=1e-6) and torch.equal(c, torch.zeros(2))
+
+
+def test_preference_accuracy_counts_margin_signs():
+    ref = dpo.PairScores(torch.zeros(4), torch.zeros(4))
+    pol = dpo.PairScores(torch.tensor([1.0, 0.0, 2.0, -1.0]), torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    assert dpo.preference_accuracy(pol, ref) == 0.5
+
+
+def test_completion_logps_equal_manual_sum(trained):
+    _, tok, trainer, pairs = trained
+    model = trainer.model
+    p = pairs[0]
+    ids, cut = dpo._encode(tok, p["prompt"], p["chosen"])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+    manual = sum(torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(cut, len(ids)))
+    batched = dpo.completion_logps(model, tok, [p["prompt"], pairs[1]["prompt"]], [p["chosen"], pairs[1]["rejected"]])
+    assert batched[0].item() == pytest.approx(manual, abs=1e-3)
+    assert tok.decode(ids[cut:]).startswith(p["chosen"][0]["content"])
+
+
+def test_bad_pairs_are_counted_and_dropped(capsys):
+    rows = [
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+         "rejected": [{"role": "assistant", "content": "a"}]},
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": " "}],
+         "rejected": [{"role": "assistant", "content": "b"}]},
+        {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+         "rejected": [{"role": "assistant", "content": "b"}]},
+    ]
+    kept = dpo.clean_pairs(rows, name="pairs")
+    assert len(kept) == 1
+    assert "dropped 1 pair(s) with chosen == rejected and 1 with an empty answer; 1 of 3 kept" in capsys.readouterr().out
+    with pytest.raises(DataError, match="no usable preference pairs"):
+        dpo.clean_pairs(rows[:2], name="pairs")
+    with pytest.raises(DataError, match="missing column"):
+        dpo.clean_pairs([{"prompt": "q", "chosen": "a"}])
+
+
+def test_prompt_longer_than_max_length_is_refused(trained):
+    _, tok, _, pairs = trained
+    long_pair = dict(pairs[0], prompt=[{"role": "user", "content": "word " * 300}])
+    with pytest.raises(DataError, match="prompt alone is .* tokens.*max_length=64"):
+        dpo.check_lengths(tok, [long_pair], 64)
+
+
+# Fixture rows shaped like the Hub schemas.
+ULTRAFEEDBACK = {
+    "prompt": "Name a prime number.",
+    "chosen": [{"role": "user", "content": "Name a prime number."}, {"role": "assistant", "content": "7"}],
+    "rejected": [{"role": "user", "content": "Name a prime number."}, {"role": "assistant", "content": "9"}],
+    "score_chosen": 9.0, "score_rejected": 2.0,
+}
+HH_RLHF = {
+    "chosen": "\n\nHuman: Hi, can you help?\n\nAssistant: Sure.\n\nHuman: What is 2+2?\n\nAssistant: 4.",
+    "rejected": "\n\nHuman: Hi, can you help?\n\nAssistant: Sure.\n\nHuman: What is 2+2?\n\nAssistant: 5, I think.",
+}
+
+
+def test_normalize_ultrafeedback():
+    out = dpo.normalize_preference_row(ULTRAFEEDBACK)
+    assert out == {"prompt": [{"role": "user", "content": "Name a prime number."}],
+                   "chosen": [{"role": "assistant", "content": "7"}], "rejected": [{"role": "assistant", "content": "9"}]}
+
+
+def test_normalize_hh_rlhf_splits_prompt_and_answers():
+    out = dpo.normalize_preference_row(HH_RLHF)
+    assert [m["role"] for m in out["prompt"]] == ["user", "assistant", "user"]
+    assert out["prompt"][-1]["content"] == "What is 2+2?"
+    assert out["chosen"] == [{"role": "assistant", "content": "4."}]
+    assert out["rejected"] == [{"role": "assistant", "content": "5, I think."}]
+
+
+def test_normalize_rejects_unknown_rows():
+    with pytest.raises(DataError, match="needs 'chosen' and 'rejected'"):
+        dpo.normalize_preference_row({"prompt": "x"})
+    with pytest.raises(DataError, match="Unrecognised preference row"):
+        dpo.normalize_preference_row({"chosen": 1, "rejected": 2})
