@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
+from .evaluation import autocast_context
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
 from .paths import outputs_dir
 from .profiles import Profile
@@ -139,11 +140,13 @@ def completion_logps(
     completions: Sequence[list[dict]],
     batch_size: int = 16,
     desc: str | None = None,
+    autocast: bool = False,
 ) -> torch.Tensor:
     """Sum of log pi(token) over the completion tokens of each (prompt, completion), as a float tensor.
 
     Plain torch: one forward pass per batch, ``log_softmax`` of the logits, the log-probability of
     each next token, masked to the completion (which ends with the end-of-turn token).
+    ``autocast=True`` runs the forward pass in bf16 autocast (CPU profiles use it for speed).
     """
     was_training = model.training
     model.eval()
@@ -162,10 +165,15 @@ def completion_logps(
                 input_ids[i, : len(ids)] = torch.tensor(ids)
                 attention[i, : len(ids)] = 1
                 mask[i, cut: len(ids)] = True
-            logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            token_logp = logp.gather(-1, input_ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
-            out.append((token_logp * mask[:, 1:].to(device)).sum(dim=1).cpu())
+            with autocast_context(autocast):
+                logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            # log-softmax only where it is needed: the positions that predict a completion token
+            target_mask = mask[:, 1:].to(device)
+            picked = logits[:, :-1][target_mask].float()
+            token_logp = torch.log_softmax(picked, dim=-1).gather(-1, input_ids[:, 1:].to(device)[target_mask].unsqueeze(-1))
+            sums = torch.zeros(len(encoded), device=device)
+            sums.index_add_(0, target_mask.nonzero()[:, 0], token_logp.squeeze(-1))
+            out.append(sums.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -193,11 +201,12 @@ class PairScores:
     rejected: torch.Tensor
 
 
-def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, desc: str | None = None) -> PairScores:
+def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, desc: str | None = None,
+                autocast: bool = False) -> PairScores:
     """Log-probabilities of every pair's chosen and rejected answer under ``model``."""
     prompts = [p["prompt"] for p in pairs]
-    chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size, desc)
-    rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size, desc)
+    chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size, desc, autocast)
+    rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size, desc, autocast)
     return PairScores(chosen, rejected)
 
 
@@ -272,3 +281,53 @@ def train_dpo(
     trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
     unwrap_autocast(trainer)
     return trainer
+
+
+@torch.no_grad()
+def trl_loss_on_first_pairs(trainer: DPOTrainer, n: int) -> tuple[float, list[dict]]:
+    """TRL's own DPO loss on the first ``n`` rows of its (tokenised) training set, and those pairs.
+
+    The rows go through the trainer's collator and ``compute_loss`` exactly as in training, so the
+    number can be compared with :func:`dpo_loss` computed from scratch on the returned pairs.
+    """
+    rows = [trainer.train_dataset[i] for i in range(n)]
+    pairs = [{k: r[k] for k in PREFERENCE_COLUMNS} for r in rows]
+    model_inputs = [{k: v for k, v in r.items() if k not in PREFERENCE_COLUMNS} for r in rows]
+    batch = trainer.data_collator(model_inputs)
+    device = next(trainer.model.parameters()).device
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    was_training = trainer.model.training
+    trainer.model.eval()
+    try:
+        loss = trainer.compute_loss(trainer.model, batch)
+    finally:
+        trainer.model.train(was_training)
+    return float(loss), pairs
+
+
+def ranking_accuracy(scores: PairScores) -> float:
+    """Fraction of pairs where the model gives the chosen answer a higher log-probability than the rejected one.
+
+    This is the implicit-reward ranking against a reference that rates both answers equally; it is the
+    course's ``preference_accuracy``, usable for any model (base, tuned or quantized).
+    """
+    return float((scores.chosen > scores.rejected).float().mean())
+
+
+def _by_skill(flags: torch.Tensor, skills: Sequence[str]) -> dict[str, float]:
+    if len(skills) != len(flags):
+        raise ValueError(f"{len(skills)} skill labels for {len(flags)} pairs.")
+    out: dict[str, list[bool]] = {}
+    for flag, skill in zip(flags.tolist(), skills):
+        out.setdefault(skill, []).append(flag)
+    return {k: sum(v) / len(v) for k, v in sorted(out.items())}
+
+
+def ranking_by_skill(scores: PairScores, skills: Sequence[str]) -> dict[str, float]:
+    """:func:`ranking_accuracy` per skill label."""
+    return _by_skill(scores.chosen > scores.rejected, skills)
+
+
+def implicit_by_skill(policy: PairScores, reference: PairScores, skills: Sequence[str]) -> dict[str, float]:
+    """:func:`preference_accuracy` (implicit reward against ``reference``) per skill label."""
+    return _by_skill((policy.chosen - reference.chosen) - (policy.rejected - reference.rejected) > 0, skills)

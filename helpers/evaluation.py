@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,13 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .skills import check_answer, mentions_answer
+
+
+def autocast_context(enabled: bool):
+    """bf16 autocast on CPU when ``enabled`` (about 2x faster on CPUs with AVX-512 bf16), else a no-op."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 def _prompt_messages(prompt: str | list[dict]) -> list[dict]:
@@ -27,6 +35,7 @@ def generate(
     batch_size: int = 32,
     desc: str = "generating",
     progress: bool = True,
+    autocast: bool = False,
 ) -> list[str]:
     """Greedy-decode an answer for each prompt, formatted with the tokenizer's chat template.
 
@@ -53,13 +62,14 @@ def generate(
             idx = order[start : start + batch_size]
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
+            with autocast_context(autocast):
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
             new_tokens = out[:, enc["input_ids"].shape[1] :]
             for i, row in zip(idx, new_tokens):
                 outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
@@ -91,17 +101,19 @@ def evaluate_skills(
     max_new_tokens: int = 24,
     batch_size: int = 32,
     desc: str = "skill eval",
+    autocast: bool = False,
 ) -> SkillReport:
     """Generate an answer for every evaluation row and score it with :func:`check_answer`.
 
     ``eval_rows`` are rows of the skills eval split (keys ``prompt``, ``answers``, ``skill``,
-    ``case_sensitive``). Returns a :class:`SkillReport` with exact-match accuracy (the skill
+    ``case_sensitive``). ``autocast`` runs generation in bf16 autocast on CPU. Returns a :class:`SkillReport` with exact-match accuracy (the skill
     accuracy), the lenient "mentions the answer" rate and accuracy per skill.
     """
     if not eval_rows:
         raise ValueError("evaluate_skills() got an empty evaluation set: check the eval split and n_eval.")
     start = time.perf_counter()
-    responses = generate(model, tokenizer, [r["prompt"] for r in eval_rows], max_new_tokens, batch_size, desc)
+    responses = generate(model, tokenizer, [r["prompt"] for r in eval_rows], max_new_tokens, batch_size, desc,
+                         autocast=autocast)
     rows = []
     for r, resp in zip(eval_rows, responses):
         cs = bool(r.get("case_sensitive", False))

@@ -76,6 +76,11 @@ class Profile:
             "fp32" if not self.needs_cuda else self.precision
         ]
 
+    @property
+    def eval_autocast(self) -> bool:
+        """Evaluate in bf16 autocast: CPU profiles that train in bf16 (about 2x faster generation and scoring)."""
+        return not self.needs_cuda and self.precision == "bf16"
+
     def summary(self) -> str:
         """One line for a notebook's first output: which profile runs and why."""
         return f"profile '{self.name}' ({self.description}); model {self.model_id}; {self.reason}"
@@ -132,9 +137,9 @@ PROFILES: dict[str, Profile] = {
         lora_r=16,
         lora_alpha=32,
         gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
-        dpo_steps=40,
+        dpo_steps=20,
         dpo_batch_size=8,
-        dpo_learning_rate=5e-5,
+        dpo_learning_rate=1e-4,
         dpo_beta=0.1,
         eval_batch_size=32,
         max_new_tokens=16,
