@@ -27,7 +27,7 @@ from .evaluation import autocast_context
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
 from .paths import outputs_dir
 from .profiles import Profile
-from .training import lora_config, precision_kwargs, unwrap_autocast
+from .training import common_trainer_kwargs, lora_config, unwrap_autocast
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -223,23 +223,9 @@ def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
 
 def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
     """A ``DPOConfig`` from the profile (current names: no ``max_prompt_length``; ``max_length`` only)."""
-    kwargs = dict(
-        output_dir=str(output_dir),
-        max_steps=profile.dpo_steps,
-        per_device_train_batch_size=profile.dpo_batch_size,
-        learning_rate=profile.dpo_learning_rate,
-        beta=profile.dpo_beta,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, profile.dpo_steps // 10),
-        max_length=profile.max_length,
-        gradient_checkpointing=profile.gradient_checkpointing,
-        logging_steps=max(1, profile.dpo_steps // 20),
-        save_strategy="no",
-        report_to="none",
-        seed=0,
-        data_seed=0,
-        **precision_kwargs(profile),
-    )
+    kwargs = common_trainer_kwargs(profile, output_dir, profile.dpo_steps, profile.dpo_batch_size,
+                                   profile.dpo_learning_rate)
+    kwargs["beta"] = profile.dpo_beta
     kwargs.update(overrides)
     return DPOConfig(**kwargs)
 

@@ -42,25 +42,31 @@ def lora_config(profile: Profile, **overrides) -> LoraConfig:
     return LoraConfig(**kwargs)
 
 
-def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
-    """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
-    kwargs = dict(
+def common_trainer_kwargs(profile: Profile, output_dir: str | Path, steps: int, batch_size: int, learning_rate: float) -> dict:
+    """Arguments every trainer config of the course shares (SFT, DPO): schedule, logging, precision, seeds."""
+    return dict(
         output_dir=str(output_dir),
-        max_steps=profile.sft_steps,
-        per_device_train_batch_size=profile.train_batch_size,
-        gradient_accumulation_steps=profile.grad_accum,
-        learning_rate=profile.sft_learning_rate,
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=max(1, profile.sft_steps // 12),
+        warmup_steps=max(1, steps // 12),
         max_length=profile.max_length,
         gradient_checkpointing=profile.gradient_checkpointing,
-        logging_steps=max(1, profile.sft_steps // 20),
+        logging_steps=max(1, steps // 20),
         save_strategy="no",
         report_to="none",
         seed=0,
         data_seed=0,
         **precision_kwargs(profile),
     )
+
+
+def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
+    """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
+    kwargs = common_trainer_kwargs(profile, output_dir, profile.sft_steps, profile.train_batch_size,
+                                   profile.sft_learning_rate)
+    kwargs["gradient_accumulation_steps"] = profile.grad_accum
     kwargs.update(overrides)
     return SFTConfig(**kwargs)
 

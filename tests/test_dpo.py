@@ -120,3 +120,19 @@ def test_normalize_rejects_unknown_rows():
         dpo.normalize_preference_row({"prompt": "x"})
     with pytest.raises(DataError, match="Unrecognised preference row"):
         dpo.normalize_preference_row({"chosen": 1, "rejected": 2})
+
+
+def test_ranking_accuracy_and_per_skill_breakdown():
+    scores = dpo.PairScores(torch.tensor([-1.0, -5.0, -2.0, -0.5]), torch.tensor([-2.0, -1.0, -3.0, -0.5]))
+    assert dpo.ranking_accuracy(scores) == 0.5  # a tie is not a win
+    assert dpo.ranking_by_skill(scores, ["a", "a", "b", "b"]) == {"a": 0.5, "b": 0.5}
+    ref = dpo.PairScores(torch.zeros(4), torch.zeros(4))
+    assert dpo.implicit_by_skill(scores, ref, ["a", "b", "a", "b"]) == {"a": 1.0, "b": 0.0}
+    with pytest.raises(ValueError, match="3 skill labels for 4 pairs"):
+        dpo.ranking_by_skill(scores, ["a", "b", "c"])
+
+
+def test_dpo_config_uses_current_names_and_profile_values():
+    cfg = dpo.dpo_config(get_profile("cpu"), "/tmp/x")
+    assert cfg.beta == 0.1 and cfg.learning_rate == 1e-4 and cfg.max_steps == 20 and cfg.use_cpu
+    assert not hasattr(cfg, "max_prompt_length")

@@ -66,3 +66,8 @@ def test_cpu_profiles_load_fp32_weights():
 @pytest.mark.parametrize("name,hidden", [("cpu", 576), ("t4", 960), ("a100", 2048), ("tiny", 64)])
 def test_quant_group_size_divides_hidden_size(name, hidden):
     assert hidden % PROFILES[name].quant_group_size == 0
+
+
+def test_eval_autocast_only_on_bf16_cpu_profiles(monkeypatch):
+    assert PROFILES["cpu"].eval_autocast and PROFILES["tiny"].eval_autocast
+    assert not PROFILES["t4"].eval_autocast and not PROFILES["a100"].eval_autocast
