@@ -226,6 +226,9 @@ def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
     kwargs = common_trainer_kwargs(profile, output_dir, profile.dpo_steps, profile.dpo_batch_size,
                                    profile.dpo_learning_rate)
     kwargs["beta"] = profile.dpo_beta
+    # No warmup: a LoRA adapter over tens of steps does not need it, and without it notebook 02 can compare
+    # learning rates step for step on identical batches.
+    kwargs["warmup_steps"] = 0
     kwargs.update(overrides)
     return DPOConfig(**kwargs)
 
