@@ -57,9 +57,17 @@ def quiet() -> None:
 
 
 def setup(notebook: str, seed: int = 0) -> Profile:
-    """Pick the profile, seed everything, silence noise and print what runs and why."""
+    """Pick the profile, seed everything, silence noise and print what runs and why.
+
+    On the offline profiles (``tiny``, ``cpu``) it also switches the Hugging Face Hub off, so nothing
+    tries the network.
+    """
+    profile = get_profile()
+    if not profile.needs_cuda:
+        # tiny/cpu run offline by design: no Hub calls (set before transformers is imported by the notebook).
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(var, "1")
     quiet()
     seed_everything(seed)
-    profile = get_profile()
     print(f"[{notebook}] {profile.summary()}")
     return profile

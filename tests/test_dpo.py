@@ -134,5 +134,5 @@ def test_ranking_accuracy_and_per_skill_breakdown():
 
 def test_dpo_config_uses_current_names_and_profile_values():
     cfg = dpo.dpo_config(get_profile("cpu"), "/tmp/x")
-    assert cfg.beta == 0.1 and cfg.learning_rate == 1e-4 and cfg.max_steps == 20 and cfg.use_cpu
+    assert cfg.beta == 0.5 and cfg.learning_rate == 1e-4 and cfg.warmup_steps == 0 and cfg.max_steps == 20 and cfg.use_cpu
     assert not hasattr(cfg, "max_prompt_length")

@@ -71,3 +71,16 @@ def test_quant_group_size_divides_hidden_size(name, hidden):
 def test_eval_autocast_only_on_bf16_cpu_profiles(monkeypatch):
     assert PROFILES["cpu"].eval_autocast and PROFILES["tiny"].eval_autocast
     assert not PROFILES["t4"].eval_autocast and not PROFILES["a100"].eval_autocast
+
+
+def test_setup_switches_the_hub_off_on_offline_profiles(monkeypatch, capsys):
+    import helpers
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COURSE_PROFILE", "tiny")
+    profile = helpers.setup("test")
+    import os
+
+    assert profile.name == "tiny" and os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+    assert "profile 'tiny'" in capsys.readouterr().out
