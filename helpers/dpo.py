@@ -12,7 +12,6 @@ and the reference is the same model with that adapter switched off.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,7 +26,7 @@ from .evaluation import autocast_context
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
 from .paths import outputs_dir
 from .profiles import Profile
-from .training import common_trainer_kwargs, lora_config, unwrap_autocast
+from .training import common_trainer_kwargs, lora_config, run_trainer
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -265,11 +264,7 @@ def train_dpo(
         processing_class=tokenizer,
         peft_config=peft_config or lora_config(profile),
     )
-    start = time.perf_counter()
-    trainer.train()
-    trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
-    unwrap_autocast(trainer)
-    return trainer
+    return run_trainer(trainer)
 
 
 @torch.no_grad()

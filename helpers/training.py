@@ -97,9 +97,14 @@ def train_sft_lora(
         processing_class=tokenizer,
         peft_config=peft_config or lora_config(profile),
     )
+    return run_trainer(trainer)
+
+
+def run_trainer(trainer):
+    """``trainer.train()``, timed into ``trainer.train_seconds``, then :func:`unwrap_autocast`; returns the trainer."""
     start = time.perf_counter()
     trainer.train()
-    trainer.train_seconds = time.perf_counter() - start  # type: ignore[attr-defined]
+    trainer.train_seconds = time.perf_counter() - start
     unwrap_autocast(trainer)
     return trainer
 
