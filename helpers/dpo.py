@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from .evaluation import autocast_context
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
+from .evaluation import autocast_context, rate_by
 from .paths import outputs_dir
 from .profiles import Profile
 from .training import common_trainer_kwargs, lora_config, run_trainer
@@ -209,10 +209,19 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     return PairScores(chosen, rejected)
 
 
+def implicit_wins(policy: PairScores, reference: PairScores) -> torch.Tensor:
+    """Per pair: does the implicit reward against ``reference`` rank chosen above rejected? (beta does not matter)"""
+    return (policy.chosen - reference.chosen) - (policy.rejected - reference.rejected) > 0
+
+
+def ranking_wins(scores: PairScores) -> torch.Tensor:
+    """Per pair: is the chosen answer more likely than the rejected one?"""
+    return scores.chosen > scores.rejected
+
+
 def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
     """Fraction of pairs whose implicit reward ranks chosen above rejected (beta does not matter)."""
-    margin = (policy.chosen - reference.chosen) - (policy.rejected - reference.rejected)
-    return float((margin > 0).float().mean())
+    return float(implicit_wins(policy, reference).float().mean())
 
 
 # ------------------------------------------------------------------------------------------
@@ -295,23 +304,14 @@ def ranking_accuracy(scores: PairScores) -> float:
     This is the implicit-reward ranking against a reference that rates both answers equally; it is the
     course's ``preference_accuracy``, usable for any model (base, tuned or quantized).
     """
-    return float((scores.chosen > scores.rejected).float().mean())
-
-
-def _by_skill(flags: torch.Tensor, skills: Sequence[str]) -> dict[str, float]:
-    if len(skills) != len(flags):
-        raise ValueError(f"{len(skills)} skill labels for {len(flags)} pairs.")
-    out: dict[str, list[bool]] = {}
-    for flag, skill in zip(flags.tolist(), skills):
-        out.setdefault(skill, []).append(flag)
-    return {k: sum(v) / len(v) for k, v in sorted(out.items())}
+    return float(ranking_wins(scores).float().mean())
 
 
 def ranking_by_skill(scores: PairScores, skills: Sequence[str]) -> dict[str, float]:
     """:func:`ranking_accuracy` per skill label."""
-    return _by_skill(scores.chosen > scores.rejected, skills)
+    return rate_by(ranking_wins(scores).tolist(), skills)
 
 
 def implicit_by_skill(policy: PairScores, reference: PairScores, skills: Sequence[str]) -> dict[str, float]:
     """:func:`preference_accuracy` (implicit reward against ``reference``) per skill label."""
-    return _by_skill((policy.chosen - reference.chosen) - (policy.rejected - reference.rejected) > 0, skills)
+    return rate_by(implicit_wins(policy, reference).tolist(), skills)

@@ -22,6 +22,17 @@ def autocast_context(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+def rate_by(flags: Iterable[bool], keys: Sequence[str]) -> dict[str, float]:
+    """Mean of boolean ``flags`` grouped by ``keys`` (e.g. accuracy per skill), keys sorted."""
+    flags = list(flags)
+    if len(flags) != len(keys):
+        raise ValueError(f"{len(keys)} skill labels for {len(flags)} pairs.")
+    groups: dict[str, list[bool]] = {}
+    for flag, key in zip(flags, keys):
+        groups.setdefault(key, []).append(bool(flag))
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
 def _prompt_messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
@@ -127,18 +138,14 @@ def evaluate_skills(
                 "mentions": mentions_answer(resp, r["answers"], cs),
             }
         )
-    per_skill: dict[str, list[bool]] = {}
-    mentions: dict[str, list[bool]] = {}
-    for row in rows:
-        per_skill.setdefault(row["skill"], []).append(row["correct"])
-        mentions.setdefault(row["skill"], []).append(row["mentions"])
+    skills = [r["skill"] for r in rows]
     return SkillReport(
         rows=rows,
         accuracy=sum(r["correct"] for r in rows) / len(rows),
         mention_rate=sum(r["mentions"] for r in rows) / len(rows),
-        per_skill={k: round(sum(v) / len(v), 3) for k, v in sorted(per_skill.items())},
+        per_skill={k: round(v, 3) for k, v in rate_by((r["correct"] for r in rows), skills).items()},
         seconds=time.perf_counter() - start,
-        per_skill_mentions={k: round(sum(v) / len(v), 3) for k, v in sorted(mentions.items())},
+        per_skill_mentions={k: round(v, 3) for k, v in rate_by((r["mentions"] for r in rows), skills).items()},
     )
 
 

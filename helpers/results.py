@@ -132,11 +132,7 @@ def results_markdown(folder: Path) -> str:
     The README's results section is this text verbatim (``python scripts/update_readme.py``), and a
     test checks that they agree, so every number in the README comes from a results file.
     """
-    records = []
-    for path in sorted(folder.glob("[0-9][0-9]_*.json")):
-        record = json.loads(path.read_text())
-        validate(record)
-        records.append(record)
+    records = [read_results(path.stem, folder) for path in sorted(folder.glob("[0-9][0-9]_*.json"))]
     if not records:
         return "_No results yet: run `make run`._\n"
     used = [m for m in METRICS if any(m in v for r in records for v in r["variants"].values())]

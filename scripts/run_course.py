@@ -37,10 +37,8 @@ def main(prefixes: list[str]) -> int:
         if not notebooks:
             print(f"No notebook matches {prefixes}; available: {[n.name for n in (ROOT / 'notebooks').glob('*.ipynb')]}")
             return 2
-    os.environ.setdefault("COURSE_PROFILE", profile.name)  # every kernel runs the same profile
-    if not profile.needs_cuda:  # tiny/cpu are offline profiles: no Hub calls from any kernel
-        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            os.environ.setdefault(var, "1")
+    # Every kernel runs the same profile; helpers.setup() in each notebook switches the Hub off on tiny/cpu.
+    os.environ.setdefault("COURSE_PROFILE", profile.name)
     times_path = results_dir() / "course_run_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     failed = []
