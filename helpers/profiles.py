@@ -60,6 +60,9 @@ class Profile:
     # quantization
     quant_group_size: int
     quant_bits: tuple[int, ...] = (4, 3)
+    quant_calibration_samples: int = 32  # calibration passages for GPTQ/AWQ
+    quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
+    awq_clip: bool = False  # AWQ's clipping search: ~22 s per layer on 2 CPU cores, so off on CPU profiles
     reason: str = field(default="", compare=False)
 
     @property
@@ -116,6 +119,8 @@ PROFILES: dict[str, Profile] = {
         ppl_window=128,
         ppl_max_tokens=1024,
         quant_group_size=32,
+        quant_calibration_samples=8,
+        quant_calibration_chars=400,
     ),
     "cpu": Profile(
         name="cpu",
@@ -176,6 +181,9 @@ PROFILES: dict[str, Profile] = {
         ppl_window=1024,
         ppl_max_tokens=65536,
         quant_group_size=64,  # 960 (hidden size) is not a multiple of 128
+        quant_calibration_samples=128,
+        quant_calibration_chars=2048,
+        awq_clip=True,
     ),
     "a100": Profile(
         name="a100",
@@ -206,6 +214,9 @@ PROFILES: dict[str, Profile] = {
         ppl_window=2048,
         ppl_max_tokens=262144,
         quant_group_size=128,
+        quant_calibration_samples=128,
+        quant_calibration_chars=2048,
+        awq_clip=True,
     ),
 }
 

@@ -158,6 +158,33 @@ def ensure_sft_adapter(profile: Profile, tokenizer: PreTrainedTokenizerBase | No
     return save_adapter(trainer, profile, info={"train_seconds": trainer.train_seconds})  # type: ignore[attr-defined]
 
 
+def ensure_sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """A full-precision model folder with the SFT adapter merged in (the model the quantization notebooks compress).
+
+    Built once from :func:`ensure_sft_adapter` (which trains the adapter if it is missing) and saved with its
+    tokenizer to ``outputs/sft_merged/<profile>/``; rebuilt when the adapter is newer than the merged copy.
+    Written to a temporary folder first, so an interrupted save never leaves a half-written model.
+    """
+    import shutil
+
+    from .models import load_model, load_tokenizer
+
+    adapter = ensure_sft_adapter(profile, tokenizer)
+    target = outputs_dir("sft_merged") / profile.name
+    weights = target / "model.safetensors"
+    if weights.is_file() and weights.stat().st_mtime >= (adapter / "adapter_config.json").stat().st_mtime:
+        return target
+    tokenizer = tokenizer or load_tokenizer(profile)
+    merged = load_adapter(load_model(profile), adapter).merge_and_unload()
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
 def load_adapter(model: PreTrainedModel, path: str | Path, adapter_name: str = "default", **kwargs):
     """Attach a saved LoRA adapter to ``model``; a clear error when the folder holds none."""
     from peft import PeftModel

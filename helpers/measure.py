@@ -1,0 +1,120 @@
+"""One measurement harness for every model variant (quantized, tuned, baseline): the same numbers, the same way.
+
+:func:`measure_variant` returns a dict with metric names from :data:`helpers.results.METRICS`, ready for
+:func:`helpers.results.write_results`, plus the :class:`~helpers.evaluation.SkillReport` for side-by-side tables.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .evaluation import SkillReport, autocast_context, evaluate_skills, perplexity
+from .profiles import Profile
+
+SPEED_PROMPT = "Explain in two sentences why the sky is blue."
+
+
+def footprint_mb(model: PreTrainedModel) -> float:
+    """Bytes held by the model's parameters *and* buffers (packed int weights, scales, zeros), in MB.
+
+    ``model.get_memory_footprint()`` can miss quantization state kept outside parameters; this counts
+    every tensor the module tree owns, each storage once.
+    """
+    seen, total = set(), 0
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        key = tensor.untyped_storage().data_ptr() if tensor.device.type != "meta" else id(tensor)
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    for module in model.modules():  # bitsandbytes keeps 4-bit statistics on the weight's quant_state
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is not None:
+            total += _quant_state_bytes(state)
+    return total / 1e6
+
+
+def _quant_state_bytes(state) -> int:
+    total = 0
+    for name in ("absmax", "code", "offset"):
+        t = getattr(state, name, None)
+        if isinstance(t, torch.Tensor):
+            total += t.numel() * t.element_size()
+    nested = getattr(state, "state2", None)
+    return total + (_quant_state_bytes(nested) if nested is not None else 0)
+
+
+@torch.no_grad()
+def tokens_per_second(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    new_tokens: int = 32,
+    repeats: int = 3,
+    autocast: bool = False,
+    prompt: str = SPEED_PROMPT,
+) -> float:
+    """Median greedy-decoding throughput (batch 1, exactly ``new_tokens`` new tokens) over ``repeats`` runs.
+
+    One untimed warm-up run comes first (kernel compilation, caches).
+    """
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True).to(next(model.parameters()).device)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                  pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    rates = []
+    with autocast_context(autocast):
+        model.generate(**ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
+        for _ in range(repeats):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model.generate(**ids, **kwargs)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            rates.append(new_tokens / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def timed_load(loader: Callable[[], PreTrainedModel]) -> tuple[PreTrainedModel, float]:
+    """Call ``loader`` and return ``(model, seconds)``."""
+    start = time.perf_counter()
+    model = loader()
+    return model, time.perf_counter() - start
+
+
+def measure_variant(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    profile: Profile,
+    eval_rows: Sequence[dict],
+    ppl_text: str,
+    *,
+    name: str = "model",
+    size_path: str | Path | None = None,
+    load_seconds: float | None = None,
+    autocast: bool = False,
+    speed: bool = True,
+) -> tuple[dict[str, float], SkillReport]:
+    """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant."""
+    from .quant import dir_size_mb
+
+    model.eval()
+    with autocast_context(autocast):
+        ppl = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens, desc=f"{name} perplexity")
+    report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
+                             desc=f"{name} skills", autocast=autocast)
+    metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": footprint_mb(model)}
+    if speed:
+        metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, new_tokens=min(32, 4 * profile.max_new_tokens),
+                                                         autocast=autocast)
+    if size_path is not None:
+        metrics["size_mb"] = dir_size_mb(size_path)
+    if load_seconds is not None:
+        metrics["load_seconds"] = load_seconds
+    return metrics, report

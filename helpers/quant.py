@@ -1,0 +1,382 @@
+"""Weight quantization, from scratch (to learn) and with GPTQModel (to use).
+
+From-scratch miniatures, one layer at a time, each checked against the library in the tests:
+
+- :func:`rtn_quantize`: round-to-nearest with one scale (and zero point) per group of input columns.
+- :func:`gptq_quantize`: GPTQ's column-by-column quantization with error feedback through the inverse Hessian.
+- :func:`awq_quantize`: AWQ's activation-aware per-channel scaling, searched on calibration activations.
+
+Whole-model quantization goes through GPTQModel (:func:`gptqmodel_quantize`), the maintained successor of
+AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at the same bits and group size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+METHODS = ("gptq", "awq")
+
+
+class QuantError(ValueError):
+    """Unsupported quantization settings (bits, group size, backend): the message says what to use instead."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks with clear messages
+# ----------------------------------------------------------------------------------------------------------------
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """The Linear layers that weight-only quantization touches: those inside the decoder blocks (not ``lm_head``)."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and ".layers." in f".{name}"
+    }
+
+
+def check_settings(bits: int, group_size: int, in_features: Iterable[int] = ()) -> None:
+    """Raise :class:`QuantError` for bits or a group size the kernels cannot pack.
+
+    ``in_features`` are the input widths of the layers to quantize: every one must be a multiple of the
+    group size (SmolLM2-135M has 576 and 1536, so 128 fails and 64 works).
+    """
+    if bits not in SUPPORTED_BITS:
+        raise QuantError(f"{bits}-bit weights are not supported here; use one of {SUPPORTED_BITS}.")
+    if group_size != -1 and (group_size < 8 or group_size & (group_size - 1)):
+        raise QuantError(f"group_size={group_size} is not supported; use a power of two such as 32, 64 or 128, "
+                         "or -1 for one group per row.")
+    bad = sorted({w for w in in_features if group_size != -1 and w % group_size})
+    if bad:
+        raise QuantError(f"group_size={group_size} does not divide the input width of every layer {bad}; "
+                         f"use a group size that divides {bad[0]} (e.g. 64 or 32).")
+
+
+def check_backend(backend: str, cuda_available: bool | None = None) -> None:
+    """Refuse a GPU-only GPTQModel backend when there is no CUDA device, naming the CPU alternative."""
+    gpu_only = {"MARLIN", "EXLLAMA_V1", "EXLLAMA_V2", "EXLLAMA_EORA", "TRITON", "AWQ_GEMM", "AWQ_GEMV",
+                "AWQ_GEMV_FAST", "AWQ_MARLIN", "BITBLAS", "MACHETE"}
+    name = str(getattr(backend, "name", backend)).upper()
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if name in gpu_only and not cuda_available:
+        alt = "AWQ_TORCH" if name.startswith("AWQ") else "GPTQ_TORCH"
+        raise QuantError(f"Backend {name} needs a CUDA GPU and none is available; on CPU use BACKEND.{alt} "
+                         "(or BACKEND.AUTO to let GPTQModel pick).")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Miniatures
+# ----------------------------------------------------------------------------------------------------------------
+def _qparams(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point per row of ``w`` (shape [rows, group])."""
+    maxq = 2**bits - 1
+    if sym:
+        amax = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-8)
+        scale = 2 * amax / maxq
+        zero = torch.full_like(scale, (maxq + 1) / 2)
+    else:
+        lo = w.amin(dim=1, keepdim=True).clamp(max=0)
+        hi = w.amax(dim=1, keepdim=True).clamp(min=0)
+        scale = ((hi - lo) / maxq).clamp(min=1e-8)
+        zero = torch.round(-lo / scale)
+    return scale, zero
+
+
+def _fake_quant(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
+    return scale * (q - zero)
+
+
+def rtn_quantize(w: torch.Tensor, bits: int, group_size: int, sym: bool = False) -> torch.Tensor:
+    """Round-to-nearest: each group of ``group_size`` input columns of each row gets its own scale.
+
+    Returns the dequantized weight (same shape and dtype as ``w``), which is what the layer computes with.
+    """
+    rows, cols = w.shape
+    g = cols if group_size == -1 else group_size
+    check_settings(bits, g, [cols])
+    grouped = w.float().reshape(rows, cols // g, g).reshape(-1, g)
+    scale, zero = _qparams(grouped, bits, sym)
+    return _fake_quant(grouped, scale, zero, bits).reshape(rows, cols).to(w.dtype)
+
+
+def hessian(x: torch.Tensor) -> torch.Tensor:
+    """``H = 2 X^T X / n`` for layer inputs ``x`` of shape [n_tokens, in_features] (GPTQ's proxy Hessian)."""
+    x = x.reshape(-1, x.shape[-1]).float()
+    return 2 * x.T @ x / x.shape[0]
+
+
+def gptq_quantize(
+    w: torch.Tensor,
+    h: torch.Tensor,
+    bits: int,
+    group_size: int,
+    sym: bool = False,
+    damp: float = 0.01,
+    act_order: bool = False,
+) -> torch.Tensor:
+    """A compact GPTQ: quantize columns left to right; push each column's error onto the rest via ``H^-1``.
+
+    The update for column ``i`` with quantized value ``q_i`` is ``W[:, i+1:] -= (w_i - q_i) / U_ii * U_i,i+1:``
+    where ``U`` is the upper Cholesky factor of ``H^-1`` (the OBS update, applied in a fixed order). Group
+    scales are computed when a group's first column is reached, from the already-updated weights. With
+    ``act_order`` the columns with the largest Hessian diagonal (largest input energy) go first.
+    The library additionally batches the updates in blocks of 128 columns for speed; the result is the same.
+    Returns the dequantized weight.
+    """
+    w = w.detach().float().clone()
+    h = h.detach().float().clone()
+    rows, cols = w.shape
+    g = cols if group_size == -1 else group_size
+    check_settings(bits, g, [cols])
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
+    w, h = w[:, perm], h[perm][:, perm]
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.zeros_like(w)
+    scale = zero = None
+    for i in range(cols):
+        if i % g == 0:
+            scale, zero = _qparams(w[:, i:i + g], bits, sym)
+        q[:, i] = _fake_quant(w[:, i:i + 1], scale, zero, bits)[:, 0]
+        err = (w[:, i] - q[:, i]) / u[i, i]
+        w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
+    return q[:, torch.argsort(perm)]
+
+
+@dataclass
+class AWQResult:
+    """What the AWQ search found for one layer."""
+
+    weight: torch.Tensor  # dequantized effective weight Q(W * s) / s
+    scales: torch.Tensor  # per input channel
+    alpha: float
+    errors: dict[float, float]  # alpha -> relative output error on the search activations
+
+
+def output_error(w: torch.Tensor, w_q: torch.Tensor, x: torch.Tensor) -> float:
+    """Relative layer-output error ``||X W^T - X Wq^T||^2 / ||X W^T||^2`` on activations ``x``."""
+    x = x.reshape(-1, x.shape[-1]).float()
+    ref = x @ w.float().T
+    return float(((ref - x @ w_q.float().T) ** 2).sum() / (ref**2).sum())
+
+
+def awq_quantize(
+    w: torch.Tensor, x: torch.Tensor, bits: int, group_size: int, n_grid: int = 20, sym: bool = False
+) -> AWQResult:
+    """Activation-aware scaling: ``s = s_x ** alpha`` per input channel, alpha searched on calibration ``x``.
+
+    ``s_x`` is the mean absolute activation of each input channel. Weights of salient channels are scaled up
+    before rounding (so their relative rounding error shrinks) and the inverse scale is folded into the
+    previous operation (here: kept as ``Q(W * s) / s``). ``alpha = 0`` is plain RTN.
+    """
+    x = x.reshape(-1, x.shape[-1]).float()
+    w = w.detach().float()
+    s_x = x.abs().mean(dim=0).clamp(min=1e-6)
+    errors: dict[float, float] = {}
+    best: tuple[float, torch.Tensor, torch.Tensor] | None = None
+    for k in range(n_grid + 1):
+        alpha = k / n_grid
+        s = s_x**alpha
+        s = s / (s.max() * s.min()).sqrt()
+        w_eff = rtn_quantize(w * s, bits, group_size, sym) / s
+        errors[alpha] = output_error(w, w_eff, x)
+        if best is None or errors[alpha] < errors[best[0]]:
+            best = (alpha, s, w_eff)
+    alpha, s, w_eff = best
+    return AWQResult(weight=w_eff, scales=s, alpha=alpha, errors=errors)
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, tokenizer, texts: Sequence[str], layer_name: str, max_length: int = 256) -> torch.Tensor:
+    """Record the inputs that ``layer_name`` sees when the model reads ``texts``: [n_tokens, in_features]."""
+    layer = dict(model.named_modules())[layer_name]
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach().reshape(-1, inp[0].shape[-1])))
+    try:
+        for text in texts:
+            ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
+            model(**ids.to(model.device))
+    finally:
+        handle.remove()
+    return torch.cat(seen).float().cpu()
+
+
+def probe_layer(model: nn.Module) -> str:
+    """The layer the miniatures study: the query projection of the middle decoder block."""
+    names = [n for n in linear_layers(model) if n.endswith("self_attn.q_proj")]
+    if not names:
+        raise QuantError("No `self_attn.q_proj` layer found: the miniatures expect a Llama-style decoder.")
+    return names[len(names) // 2]
+
+
+def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[str]:
+    """Calibration passages: ``"stdlib"`` (generic English prose, disjoint from the perplexity text) or
+    ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``)."""
+    n, chars = profile.quant_calibration_samples, profile.quant_calibration_chars
+    if source == "stdlib":
+        from .text import stdlib_samples
+
+        return [s[:chars] for s in stdlib_samples("calibration", n)]
+    if source == "skills":
+        if tokenizer is None:
+            raise QuantError("calibration_texts(source='skills') needs the tokenizer to apply the chat template.")
+        from .data import sft_rows
+
+        rows = sft_rows(profile)
+        per = max(1, len(rows) // n)
+        # several short conversations per passage, so each passage has a useful length
+        return [tokenizer.apply_chat_template([m for r in rows[i:i + per][:8] for m in r["prompt"] + r["completion"]], tokenize=False)[:chars]
+                for i in range(0, per * n, per)][:n]
+    raise QuantError(f"Unknown calibration source '{source}'; use 'stdlib' or 'skills'.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Whole models
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def rtn_model(model: nn.Module, bits: int, group_size: int, sym: bool = False) -> nn.Module:
+    """Replace every decoder Linear weight by its RTN-dequantized version, in place (a fake-quantized model).
+
+    Same bits and group size as the GPTQ/AWQ checkpoints, so the comparison isolates the rounding method.
+    """
+    layers = linear_layers(model)
+    check_settings(bits, group_size, [m.in_features for m in layers.values()])
+    for module in layers.values():
+        module.weight.copy_(rtn_quantize(module.weight, bits, group_size, sym))
+    return model
+
+
+def configure_gptqmodel() -> None:
+    """Settings GPTQModel needs on small machines: worker count = cores (it refuses more) and quiet logs."""
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+
+def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
+    """A GPTQModel quantization config for ``method`` ("gptq" or "awq"), after checking the settings."""
+    if method not in METHODS:
+        raise QuantError(f"Unknown method '{method}'; use one of {METHODS}.")
+    check_settings(bits, group_size)
+    from gptqmodel.quantization.config import AWQConfig, GPTQConfig
+
+    cls = {"gptq": GPTQConfig, "awq": AWQConfig}[method]
+    return cls(bits=bits, group_size=group_size, **kwargs)
+
+
+def default_backend(method: str):
+    """The GPTQModel backend for quantizing/loading on this machine: the torch kernels on CPU, AUTO on GPU."""
+    from gptqmodel import BACKEND
+
+    if torch.cuda.is_available():
+        return BACKEND.AUTO
+    return BACKEND.AWQ_TORCH if method == "awq" else BACKEND.GPTQ_TORCH
+
+
+@contextmanager
+def awq_clip_search(enabled: bool = True, sample_tokens: int = 512):
+    """Control AWQ's weight-clipping search, the slow half of AWQ on a CPU.
+
+    After the scale search, AutoAWQ (and GPTQModel, which inherits its code) searches a clipping threshold per
+    output channel and group on ``sample_tokens`` calibration tokens. On 2 CPU cores that search takes ~22 s
+    per decoder layer of SmolLM2-135M, against ~2 s for the scale search. ``enabled=False`` skips it;
+    a smaller ``sample_tokens`` makes it cheaper. GPTQModel has no public option for either, so this patches
+    its ``AWQProcessor`` for the duration of the block (``tests/test_quant.py`` fails if those internals move).
+    """
+    from gptqmodel.looper.awq_processor import AWQProcessor
+
+    init, clip = AWQProcessor.__init__, AWQProcessor._compute_best_clip
+
+    def patched_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.apply_clip = enabled
+
+    def patched_clip(self, w, input_feat, n_grid=20, max_shrink=0.5, n_sample_token=512):
+        return clip(self, w, input_feat, n_grid=n_grid, max_shrink=max_shrink, n_sample_token=sample_tokens)
+
+    AWQProcessor.__init__, AWQProcessor._compute_best_clip = patched_init, patched_clip
+    try:
+        yield
+    finally:
+        AWQProcessor.__init__, AWQProcessor._compute_best_clip = init, clip
+
+
+def gptqmodel_quantize(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    method: str,
+    bits: int,
+    group_size: int,
+    calibration: Sequence[str],
+    batch_size: int = 4,
+    backend=None,
+    awq_clip: bool = True,
+    awq_clip_tokens: int = 512,
+    **config_kwargs,
+) -> float:
+    """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir``; returns the seconds spent.
+
+    GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
+    """
+    configure_gptqmodel()
+    if not calibration:
+        raise QuantError("The calibration set is empty: pass a list of texts (a few dozen passages are enough).")
+    config = gptqmodel_config(method, bits, group_size, **config_kwargs)
+    from gptqmodel import GPTQModel
+
+    backend = backend or default_backend(method)
+    check_backend(backend)
+    model = GPTQModel.load(str(model_dir), config)
+    widths = [m.in_features for m in linear_layers(model.model).values()]
+    check_settings(bits, group_size, widths)
+    start = time.perf_counter()
+    with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
+        model.quantize(list(calibration), batch_size=batch_size, backend=backend)
+    seconds = time.perf_counter() - start
+    tmp = Path(f"{out_dir}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(str(tmp))
+    if Path(out_dir).exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    del model
+    return seconds
+
+
+def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None):
+    """Load a GPTQ/AWQ checkpoint with GPTQModel itself (on CPU with its torch kernel); returns the HF model."""
+    configure_gptqmodel()
+    from gptqmodel import GPTQModel
+
+    backend = backend or default_backend(method)
+    check_backend(backend)
+    return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu").model
+
+
+def dir_size_mb(path: str | Path) -> float:
+    """Size on disk of the weight files in a saved model folder (safetensors/bin), in MB."""
+    files = [p for p in Path(path).rglob("*") if p.suffix in {".safetensors", ".bin", ".pt"}]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def checkpoint_format(path: str | Path) -> dict:
+    """The quantization section of a saved checkpoint's ``config.json`` (method, bits, group size, format)."""
+    import json
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    q = config.get("quantization_config") or {}
+    keys = ("quant_method", "bits", "group_size", "sym", "desc_act", "checkpoint_format", "format", "version", "zero_point")
+    return {k: q[k] for k in keys if k in q}

@@ -1,0 +1,163 @@
+"""The quantization miniatures against the library, and the settings checks."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from helpers import get_profile, models, quant, text
+
+
+@pytest.fixture(scope="module")
+def real_layer():
+    """Weights and activations of one real layer of SmolLM2-135M (the cpu profile's model) on real text."""
+    profile = get_profile("cpu")
+    tok = models.load_tokenizer(profile)
+    model = models.load_model(profile)
+    name = quant.probe_layer(model)
+    x_cal = quant.layer_inputs(model, tok, text.stdlib_samples("calibration", 16), name)
+    x_eval = quant.layer_inputs(model, tok, text.stdlib_samples("eval", 8), name)
+    return model.get_submodule(name).weight.detach(), x_cal, x_eval
+
+
+def _correlated(n=768, d=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) @ torch.randn(d, d, generator=g) * 0.3
+    x[:, :4] *= 8  # a few loud input channels, as in real LLM activations
+    w = torch.randn(64, d, generator=g) * 0.05
+    return w, x
+
+
+def test_rtn_matches_gptqmodel_awq_pseudo_quantizer():
+    from gptqmodel.looper.awq_processor import AWQProcessor
+
+    w, _ = _correlated()
+    for bits, group in [(4, 32), (3, 64), (8, 128)]:
+        fake = types.SimpleNamespace(qcfg=types.SimpleNamespace(group_size=group, sym=False, bits=bits))
+        lib, _, _ = AWQProcessor.pseudo_quantize_tensor(fake, w.clone())
+        assert torch.allclose(quant.rtn_quantize(w, bits, group), lib, atol=1e-6)
+
+
+def test_rtn_levels_and_error_shrink_with_bits():
+    w, _ = _correlated()
+    q3 = quant.rtn_quantize(w, 3, 32)
+    for row in q3.reshape(-1, 32)[:10]:
+        assert row.unique().numel() <= 8
+    errors = [float(((w - quant.rtn_quantize(w, b, 32)) ** 2).sum()) for b in (2, 3, 4, 8)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 1000
+
+
+def test_gptq_close_to_gptqmodel_and_better_than_rtn():
+    from gptqmodel.quantization.config import GPTQConfig
+    from gptqmodel.quantization.gptq import GPTQ
+
+    quant.configure_gptqmodel()
+    w, x = _correlated()
+    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+    lin.weight.data.copy_(w)
+    cfg = GPTQConfig(bits=4, group_size=32, sym=True, desc_act=False, act_group_aware=False, damp_percent=0.01,
+                     damp_auto_increment=0.0025)
+    lib = GPTQ(lin, cfg)
+    lib.quantizer.configure(perchannel=True)
+    with torch.no_grad():
+        lib.add_batch(x.unsqueeze(0), lin(x).unsqueeze(0))
+    lib_w = lib.quantize()[0].detach()
+    ours = quant.gptq_quantize(w, quant.hessian(x), 4, 32, sym=True, damp=0.01)
+    err_lib, err_ours = quant.output_error(w, lib_w, x), quant.output_error(w, ours, x)
+    err_rtn = quant.output_error(w, quant.rtn_quantize(w, 4, 32, sym=True), x)
+    assert abs(err_ours - err_lib) / err_lib < 0.10
+    assert err_ours < 0.7 * err_rtn
+
+
+@pytest.mark.parametrize("bits", [4, 3])
+def test_gptq_beats_rtn_on_held_out_activations_of_a_real_layer(real_layer, bits):
+    w, x_cal, x_eval = real_layer
+    g = 64
+    gptq = quant.gptq_quantize(w, quant.hessian(x_cal), bits, g)
+    rtn = quant.rtn_quantize(w, bits, g)
+    assert quant.output_error(w, gptq, x_eval) < 0.8 * quant.output_error(w, rtn, x_eval)
+    # GPTQ trades weight error for output error
+    assert ((w - gptq) ** 2).sum() > ((w - rtn) ** 2).sum()
+
+
+def test_awq_scaling_beats_rtn_on_held_out_activations():
+    w, x = _correlated(n=1536)
+    x_cal, x_eval = x[:768], x[768:]
+    for bits in (4, 3):
+        found = quant.awq_quantize(w, x_cal, bits, 32)
+        rtn_err = quant.output_error(w, quant.rtn_quantize(w, bits, 32), x_eval)
+        assert found.alpha > 0
+        assert found.errors[0.0] == pytest.approx(quant.output_error(w, quant.rtn_quantize(w, bits, 32), x_cal), rel=1e-5)
+        assert quant.output_error(w, found.weight, x_eval) < 0.9 * rtn_err
+
+
+def test_awq_beats_rtn_on_held_out_activations_of_a_real_layer(real_layer):
+    w, x_cal, x_eval = real_layer
+    for bits in (4, 3):
+        found = quant.awq_quantize(w, x_cal, bits, 64)
+        assert quant.output_error(w, found.weight, x_eval) < 0.9 * quant.output_error(w, quant.rtn_quantize(w, bits, 64), x_eval)
+
+
+@pytest.mark.parametrize(
+    "bits, group, widths, match",
+    [(5, 64, [], "5-bit"), (4, 48, [], "power of two"), (4, 128, [576, 1536], "does not divide"), (4, 0, [], "group_size=0")],
+)
+def test_unsupported_settings_say_what_to_use(bits, group, widths, match):
+    with pytest.raises(quant.QuantError, match=match):
+        quant.check_settings(bits, group, widths)
+
+
+def test_gpu_only_backend_on_cpu_names_the_cpu_backend():
+    with pytest.raises(quant.QuantError, match="AWQ_TORCH"):
+        quant.check_backend("AWQ_GEMM", cuda_available=False)
+    with pytest.raises(quant.QuantError, match="GPTQ_TORCH"):
+        quant.check_backend("MARLIN", cuda_available=False)
+    quant.check_backend("MARLIN", cuda_available=True)
+    quant.check_backend("GPTQ_TORCH", cuda_available=False)
+
+
+def test_unknown_method_and_empty_calibration(tmp_path):
+    with pytest.raises(quant.QuantError, match="Unknown method"):
+        quant.gptqmodel_config("squeezellm", 4, 64)
+    with pytest.raises(quant.QuantError, match="calibration set is empty"):
+        quant.gptqmodel_quantize(tmp_path, tmp_path / "out", "gptq", 4, 64, [])
+
+
+def test_awq_clip_patch_targets_existing_internals():
+    """The clip-search switch patches GPTQModel internals: fail here (not in a notebook) if they move."""
+    import inspect
+
+    from gptqmodel.looper.awq_processor import AWQProcessor
+
+    assert "n_sample_token" in inspect.signature(AWQProcessor._compute_best_clip).parameters
+    assert "self.apply_clip" in inspect.getsource(AWQProcessor)
+    original = AWQProcessor.__init__
+    with quant.awq_clip_search(False, 64):
+        assert AWQProcessor.__init__ is not original
+    assert AWQProcessor.__init__ is original
+
+
+def test_rtn_model_quantizes_decoder_layers_only():
+    profile = get_profile("tiny")
+    model = models.load_model(profile)
+    head = model.lm_head.weight.detach().clone()
+    q_proj = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    quant.rtn_model(model, 3, 32)
+    assert torch.equal(model.lm_head.weight, head)
+    new = model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(new, q_proj)
+    assert new.reshape(-1, 32)[0].unique().numel() <= 8
+
+
+def test_calibration_sources(tmp_path):
+    profile = get_profile("tiny")
+    generic = quant.calibration_texts(profile)
+    assert len(generic) == profile.quant_calibration_samples
+    assert all(0 < len(t) <= profile.quant_calibration_chars for t in generic)
+    assert not set(generic) & set(text.stdlib_samples("eval", 500))
+    chat = quant.calibration_texts(profile, "skills", models.load_tokenizer(profile))
+    assert len(chat) == profile.quant_calibration_samples and "<|im_start|>" in chat[0]
+    with pytest.raises(quant.QuantError, match="Unknown calibration source"):
+        quant.calibration_texts(profile, "c4")
