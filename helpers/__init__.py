@@ -45,7 +45,8 @@ def quiet() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("transformers.generation.utils", "transformers.modeling_utils", "torchao",
-                 "torch.utils._pytree", "bitsandbytes", "bitsandbytes.backends.cpu.ops"):
+                 "torch.utils._pytree", "bitsandbytes", "bitsandbytes.backends.cpu.ops", "tokenicer",
+                 "tokenicer.tokenicer", "accelerate.utils.modeling"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import pandas as pd

@@ -262,7 +262,11 @@ def rtn_model(model: nn.Module, bits: int, group_size: int, sym: bool = False) -
 def configure_gptqmodel() -> None:
     """Settings GPTQModel needs on small machines: worker count = cores (it refuses more) and quiet logs."""
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    import logging
+
+    from gptqmodel.utils.logger import setup_logger
+
+    setup_logger().setLevel(logging.WARNING)  # its INFO lines (kernel choices, tables) say nothing to a student
 
 
 def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
@@ -313,6 +317,63 @@ def awq_clip_search(enabled: bool = True, sample_tokens: int = 512):
         AWQProcessor.__init__, AWQProcessor._compute_best_clip = init, clip
 
 
+def awq_clip_problem(model_dir: str | Path) -> str | None:
+    """Why AWQ's clipping search cannot run on this model, or ``None`` when it can.
+
+    GPTQModel's clip search processes output channels in batches of 64 or 256 and requires every clipped
+    layer's output width to be a multiple of 64 (the query and key projections are never clipped).
+    """
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(str(model_dir))
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    widths = {"v_proj": c.num_key_value_heads * head_dim, "o_proj": c.hidden_size, "gate/up_proj": c.intermediate_size,
+              "down_proj": c.hidden_size}
+    bad = {k: v for k, v in widths.items() if v % 64}
+    if not bad:
+        return None
+    return (f"AWQ's clipping search needs output widths that are multiples of 64; this model has {bad}. "
+            "Quantize with awq_clip=False.")
+
+
+@contextmanager
+def _library_log(path: Path, desc: str, n_layers: int):
+    """Send GPTQModel's (very detailed) console output to ``path`` and show one progress bar instead.
+
+    The bar follows the "Quantizing layer i of n" lines that GPTQModel writes to the log.
+    """
+    import contextlib
+    import re
+    import sys
+    import threading
+
+    from tqdm.auto import tqdm
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = threading.Event()
+    bar = tqdm(total=n_layers, desc=desc, unit="layer")
+
+    def follow() -> None:
+        pattern = re.compile(r"Quantizing layer (\d+) of")
+        while not done.wait(1.0):
+            found = pattern.findall(path.read_text(errors="ignore")) if path.exists() else []
+            if found:
+                bar.n = min(n_layers, int(found[-1]) + 1)
+                bar.refresh()
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    with open(path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join()
+            bar.n = n_layers
+            bar.close()
+    print(f"{desc}: GPTQModel's log is in {path}", file=sys.stdout)
+
+
 def gptqmodel_quantize(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -338,17 +399,23 @@ def gptqmodel_quantize(
 
     backend = backend or default_backend(method)
     check_backend(backend)
-    model = GPTQModel.load(str(model_dir), config)
-    widths = [m.in_features for m in linear_layers(model.model).values()]
-    check_settings(bits, group_size, widths)
-    start = time.perf_counter()
-    with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
-        model.quantize(list(calibration), batch_size=batch_size, backend=backend)
-    seconds = time.perf_counter() - start
+    if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
+        raise QuantError(problem)
+    from transformers import AutoConfig
+
+    n_layers = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers
     tmp = Path(f"{out_dir}.partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save(str(tmp))
+    log_path = Path(f"{out_dir}.log")
+    with _library_log(log_path, f"{method.upper()} w{bits} g{group_size}", n_layers):
+        model = GPTQModel.load(str(model_dir), config)
+        check_settings(bits, group_size, [m.in_features for m in linear_layers(model.model).values()])
+        start = time.perf_counter()
+        with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
+            model.quantize(list(calibration), batch_size=batch_size, backend=backend)
+        seconds = time.perf_counter() - start
+        model.save(str(tmp))
     if Path(out_dir).exists():
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
