@@ -36,18 +36,21 @@ def footprint_mb(model: PreTrainedModel) -> float:
     for module in model.modules():  # bitsandbytes keeps 4-bit statistics on the weight's quant_state
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if state is not None:
-            total += _quant_state_bytes(state)
+            total += _quant_state_bytes(state, seen)
     return total / 1e6
 
 
-def _quant_state_bytes(state) -> int:
+def _quant_state_bytes(state, seen: set) -> int:
+    """Bytes of a bitsandbytes QuantState (block scales, lookup code, nested state of double quantization);
+    tensors shared between layers (the 16-value code) are counted once."""
     total = 0
     for name in ("absmax", "code", "offset"):
         t = getattr(state, name, None)
-        if isinstance(t, torch.Tensor):
+        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
             total += t.numel() * t.element_size()
     nested = getattr(state, "state2", None)
-    return total + (_quant_state_bytes(nested) if nested is not None else 0)
+    return total + (_quant_state_bytes(nested, seen) if nested is not None else 0)
 
 
 @torch.no_grad()

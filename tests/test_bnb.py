@@ -65,8 +65,8 @@ def test_llm_int8_decomposition_fixes_outliers_and_matches_bitsandbytes():
         warnings.simplefilter("ignore")
         lib = layer.to("cpu")(x).float()
     assert bnb.relative_error(ref, ours) < absmax / 5
-    assert bnb.relative_error(ref, lib) < absmax / 5
-    assert bnb.relative_error(lib, ours) < 0.01  # same algorithm; the library casts to fp16 on CPU
+    assert bnb.relative_error(ref, lib) < absmax / 3  # the library also rounds activations to fp16 on CPU
+    assert bnb.relative_error(lib, ours) < 0.01  # same algorithm
 
 
 def test_without_outliers_absmax_equals_decomposition():
@@ -88,11 +88,28 @@ def test_bnb_configs_and_unknown_kind():
         bnb.bnb_config("int4")
 
 
-def test_double_quant_footprint_is_smaller_and_counted():
+def test_double_quant_stores_smaller_block_statistics():
+    """At a real layer size (SmolLM2's 1536 x 576 MLP), double quantization shrinks the scales ~4x."""
+    import bitsandbytes.functional as F
+
+    from helpers.measure import _quant_state_bytes
+
+    w = torch.randn(1536, 576) * 0.02
+    sizes = {}
+    for dq in (False, True):
+        _, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=dq)
+        sizes[dq] = _quant_state_bytes(state, set())
+    assert sizes[False] == w.numel() // 64 * 4 + 16 * 4  # one fp32 scale per block + the 16-value code
+    assert sizes[True] < sizes[False] / 2
+
+
+def test_footprint_counts_4bit_weights_and_scales():
     from helpers import get_profile, measure, models
 
     profile = get_profile("tiny")
-    sizes = {k: measure.footprint_mb(models.load_model(profile, quantization_config=bnb.bnb_config(k)))
-             for k in ("nf4", "nf4_dq")}
-    base = measure.footprint_mb(models.load_model(profile))
-    assert sizes["nf4_dq"] < sizes["nf4"] < base
+    base = models.load_model(profile)
+    nf4 = models.load_model(profile, quantization_config=bnb.bnb_config("nf4"))
+    linear = sum(m.weight.numel() for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in n)
+    expected_saving = linear * 4 - linear / 2 - linear / 64 * 4  # fp32 -> 4 bits + one fp32 scale per 64
+    saving = (measure.footprint_mb(base) - measure.footprint_mb(nf4)) * 1e6
+    assert abs(saving - expected_saving) / expected_saving < 0.02

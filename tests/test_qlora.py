@@ -1,0 +1,50 @@
+"""QLoRA helpers: the dequantized copy is the base the adapter saw; merging into 4-bit is lossy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import bnb, get_profile, models, qlora, training
+
+
+def test_dequantized_copy_holds_exactly_the_nf4_weights():
+    profile = get_profile("tiny")
+    tok = models.load_tokenizer(profile)
+    nf4 = models.load_model(profile, quantization_config=bnb.bnb_config("nf4", torch.float32))
+    fp = qlora.dequantized_copy(nf4, models.load_model(profile))
+    import bitsandbytes.functional as F
+
+    layer = nf4.model.layers[0].mlp.down_proj
+    assert torch.equal(fp.model.layers[0].mlp.down_proj.weight, F.dequantize_4bit(layer.weight.data, layer.weight.quant_state))
+    ids = tok(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(nf4(**ids).logits, fp(**ids).logits, atol=5e-3)  # the CPU 4-bit path rounds internally
+
+
+def test_dequantized_copy_refuses_a_model_without_4bit_layers():
+    profile = get_profile("tiny")
+    with pytest.raises(ValueError, match="No 4-bit layers"):
+        qlora.dequantized_copy(models.load_model(profile), models.load_model(profile))
+
+
+def test_qlora_base_is_frozen_nf4_and_unknown_kind_is_refused():
+    from bitsandbytes.nn import Linear4bit
+
+    profile = get_profile("tiny")
+    model = qlora.load_for_training(profile, "qlora")
+    assert isinstance(model.model.layers[0].self_attn.q_proj, Linear4bit)
+    assert not any(p.requires_grad for p in model.parameters())
+    with pytest.raises(ValueError, match="Unknown kind"):
+        qlora.load_for_training(profile, "int4-lora")
+    with pytest.raises(ValueError, match="Unknown kind"):
+        qlora.train_isolated("int4-lora")
+
+
+def test_train_isolated_reports_memory_time_and_saves_an_adapter():
+    report = qlora.train_isolated("qlora")
+    assert report["steps"] == get_profile("tiny").sft_steps
+    assert report["peak_rss_mb"] > 100 and report["train_seconds"] > 0
+    assert 0 < report["trainable_params"] < report["total_params"]
+    assert any("loss" in h for h in report["log_history"])
+    assert (training.adapter_dir(get_profile("tiny"), "06_qlora") / "adapter_config.json").is_file()
