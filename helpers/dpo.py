@@ -11,6 +11,8 @@ and the reference is the same model with that adapter switched off.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -274,6 +276,25 @@ def train_dpo(
         peft_config=peft_config or lora_config(profile),
     )
     return run_trainer(trainer)
+
+
+def ensure_dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """The fully tuned model (SFT, then DPO, both merged) as a full-precision folder.
+
+    Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) or trains it with the profile's settings if
+    it is missing, on top of the merged SFT model.
+    """
+    from .models import load_model, load_tokenizer
+    from .training import adapter_dir, ensure_merged, ensure_sft_merged, save_adapter
+
+    tokenizer = tokenizer or load_tokenizer(profile)
+    sft_dir = ensure_sft_merged(profile, tokenizer)
+    adapter = adapter_dir(profile, "dpo")
+    if not (adapter / "adapter_config.json").is_file():
+        print(f"No DPO adapter for profile '{profile.name}' at {adapter}: training one now (as notebook 02 does).")
+        trainer = train_dpo(profile, load_model(profile, str(sft_dir)), tokenizer, preference_rows(profile, "dpo_train"))
+        save_adapter(trainer, profile, name="dpo", info={"train_seconds": trainer.train_seconds})
+    return ensure_merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 
 @torch.no_grad()

@@ -103,8 +103,13 @@ def measure_variant(
     load_seconds: float | None = None,
     autocast: bool = False,
     speed: bool = True,
+    preference_pairs: Sequence[dict] | None = None,
 ) -> tuple[dict[str, float], SkillReport]:
-    """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant."""
+    """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant.
+
+    With ``preference_pairs`` it also gives the preference accuracy: the fraction of pairs where the model
+    makes the chosen answer more likely than the rejected one (as in notebook 02).
+    """
     from .quant import dir_size_mb
 
     model.eval()
@@ -116,6 +121,11 @@ def measure_variant(
     if speed:
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, new_tokens=min(32, 4 * profile.max_new_tokens),
                                                          autocast=autocast)
+    if preference_pairs:
+        from .dpo import ranking_accuracy, score_pairs
+
+        scores = score_pairs(model, tokenizer, preference_pairs, desc=f"{name} pairs", autocast=autocast)
+        metrics["preference_accuracy"] = ranking_accuracy(scores)
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
     if load_seconds is not None:

@@ -158,24 +158,21 @@ def ensure_sft_adapter(profile: Profile, tokenizer: PreTrainedTokenizerBase | No
     return save_adapter(trainer, profile, info={"train_seconds": trainer.train_seconds})  # type: ignore[attr-defined]
 
 
-def ensure_sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """A full-precision model folder with the SFT adapter merged in (the model the quantization notebooks compress).
-
-    Built once from :func:`ensure_sft_adapter` (which trains the adapter if it is missing) and saved with its
-    tokenizer to ``outputs/sft_merged/<profile>/``; rebuilt when the adapter is newer than the merged copy.
-    Written to a temporary folder first, so an interrupted save never leaves a half-written model.
-    """
+def ensure_merged(profile: Profile, adapter: Path, name: str, base_path: str | None = None,
+                  tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """A full-precision model folder ``outputs/<name>/<profile>/``: ``adapter`` merged into the base
+    (``base_path``, default the profile's model). Reused while it is newer than the adapter; written to a
+    temporary folder first, so an interrupted save never leaves a half-written model."""
     import shutil
 
     from .models import load_model, load_tokenizer
 
-    adapter = ensure_sft_adapter(profile, tokenizer)
-    target = outputs_dir("sft_merged") / profile.name
+    target = outputs_dir(name) / profile.name
     weights = target / "model.safetensors"
-    if weights.is_file() and weights.stat().st_mtime >= (adapter / "adapter_config.json").stat().st_mtime:
+    if weights.is_file() and weights.stat().st_mtime >= (Path(adapter) / "adapter_config.json").stat().st_mtime:
         return target
     tokenizer = tokenizer or load_tokenizer(profile)
-    merged = load_adapter(load_model(profile), adapter).merge_and_unload()
+    merged = load_adapter(load_model(profile, base_path), adapter).merge_and_unload()
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)
@@ -183,6 +180,14 @@ def ensure_sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | Non
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
+
+
+def ensure_sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """The SFT model with notebook 01's adapter merged in (the model notebooks 03-05 compress).
+
+    Trains the adapter first if it is missing (:func:`ensure_sft_adapter`); see :func:`ensure_merged`.
+    """
+    return ensure_merged(profile, ensure_sft_adapter(profile, tokenizer), "sft_merged", tokenizer=tokenizer)
 
 
 def load_adapter(model: PreTrainedModel, path: str | Path, adapter_name: str = "default", **kwargs):

@@ -1,0 +1,89 @@
+"""Notebook 07's comparison: collect earlier results, build one table with units, plot the trade-offs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+
+from .paths import results_dir
+from .results import read_results
+
+COLUMNS = {  # metric -> column name with its unit
+    "size_mb": "size on disk (MB)",
+    "footprint_mb": "weights in memory (MB)",
+    "load_seconds": "load (s)",
+    "tokens_per_second": "tokens/s",
+    "perplexity": "perplexity",
+    "skill_accuracy": "skill acc. (%)",
+    "preference_accuracy": "pref. acc. (%)",
+    "train_seconds": "train or quantize (s)",
+    "peak_rss_mb": "peak RSS (MB)",
+}
+
+
+def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFrame:
+    """Every variant of every ``results/NN_*.json`` (notebooks 01-06) measured on ``profile_name``.
+
+    One row per (notebook, variant); columns are metric names. Records of other profiles are skipped
+    (their numbers are not comparable), and reported.
+    """
+    folder = folder or results_dir()
+    rows, other = [], []
+    for path in sorted(folder.glob("0[1-6]_*.json")):
+        record = read_results(path.stem, folder)
+        if record["profile"] != profile_name:
+            other.append(f"{path.stem} ({record['profile']})")
+            continue
+        rows += [{"notebook": record["notebook"], "variant": name, **metrics} for name, metrics in record["variants"].items()]
+    if other:
+        print(f"Skipped results of other profiles: {', '.join(other)}")
+    return pd.DataFrame(rows)
+
+
+def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str) -> pd.DataFrame:
+    """One row per variant, columns with units, accuracies in %, plus what each keeps of ``reference``'s accuracy."""
+    table = pd.DataFrame(metrics).T
+    for col in ("skill_accuracy", "preference_accuracy"):
+        if col in table:
+            table[col] = 100 * table[col]
+    ref = table.loc[reference]
+    if "skill_accuracy" in table:
+        table["skill retained (%)"] = 100 * table["skill_accuracy"] / ref["skill_accuracy"]
+    if "perplexity" in table:
+        table["perplexity × tuned"] = table["perplexity"] / ref["perplexity"]
+    return table.rename(columns=COLUMNS)
+
+
+def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:
+    """Names of the points no other point beats on both coordinates (lower is better on both)."""
+    front = []
+    for name, (x, y) in points.items():
+        if not any((x2 <= x and y2 <= y) and (x2 < x or y2 < y) for n2, (x2, y2) in points.items() if n2 != name):
+            front.append(name)
+    return sorted(front, key=lambda n: points[n][0])
+
+
+def plot_pareto(table: pd.DataFrame, x: str, y: str, title: str, filename: str | None = None):
+    """Scatter of ``y`` against ``x`` with labels, the Pareto front joined by a line (lower-left is better)."""
+    import matplotlib.pyplot as plt
+
+    from .plots import save
+
+    data = table[[x, y]].dropna()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.scatter(data[x], data[y], color="#4C72B0")
+    for name, row in data.iterrows():
+        ax.annotate(name, (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front = pareto_front({n: (r[x], r[y]) for n, r in data.iterrows()})
+    ax.plot(data.loc[front, x], data.loc[front, y], "--", color="#C44E52", label="Pareto front")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    if filename:
+        save(fig, filename)
+    return fig
