@@ -84,3 +84,21 @@ def test_setup_switches_the_hub_off_on_offline_profiles(monkeypatch, capsys):
 
     assert profile.name == "tiny" and os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
     assert "profile 'tiny'" in capsys.readouterr().out
+
+
+def test_gpu_profiles_fit_their_memory_with_the_settings_they_use(monkeypatch):
+    """The t4 profile (picked on a faked compute-capability-7.5 device) fits a 15 GB T4, the a100 one 40 GB;
+    without gradient checkpointing neither would leave a safe margin."""
+    from helpers.profiles import PROFILES, training_memory_gb
+
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.setattr(profiles, "_cuda_info", lambda: (True, (7, 5), 15.0))
+    t4 = profiles.get_profile()
+    assert t4.name == "t4" and t4.precision == "fp16" and t4.gradient_checkpointing
+    assert training_memory_gb(t4)["total"] < 0.6 * 15
+    assert training_memory_gb(t4, gradient_checkpointing=False)["total"] > 0.8 * 15
+    a100 = PROFILES["a100"]
+    assert a100.gradient_checkpointing and training_memory_gb(a100)["total"] < 0.6 * 40
+    assert training_memory_gb(a100, gradient_checkpointing=False)["total"] > 40
+    with pytest.raises(profiles.ProfileError, match="No shape on record"):
+        training_memory_gb(PROFILES["tiny"])
