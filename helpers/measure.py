@@ -113,11 +113,12 @@ def measure_variant(
     from .quant import dir_size_mb
 
     model.eval()
+    memory = footprint_mb(model)  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
     with autocast_context(autocast):
         ppl = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens, desc=f"{name} perplexity")
     report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
                              desc=f"{name} skills", autocast=autocast)
-    metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": footprint_mb(model)}
+    metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": memory}
     if speed:
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, new_tokens=min(32, 4 * profile.max_new_tokens),
                                                          autocast=autocast)

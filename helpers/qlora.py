@@ -45,7 +45,10 @@ def load_for_training(profile: Profile, kind: str, path: str | None = None):
 def dequantized_copy(quantized, full_precision):
     """Copy the *dequantized* 4-bit weights of ``quantized`` into the matching Linear layers of
     ``full_precision`` (in place) and return it: the base an adapter trained with QLoRA actually saw,
-    as ordinary floating-point weights. Merging a QLoRA adapter into this copy is exact."""
+    as ordinary floating-point weights. Merging a QLoRA adapter into this copy is exact.
+
+    Pass a freshly loaded ``quantized`` model: after its first forward pass on CPU, bitsandbytes keeps the
+    weights in a different packed layout, which this function refuses."""
     import bitsandbytes.functional as F
     from bitsandbytes.nn import Linear4bit
 
@@ -53,6 +56,9 @@ def dequantized_copy(quantized, full_precision):
     n = 0
     for name, module in quantized.named_modules():
         if isinstance(module, Linear4bit):
+            if getattr(module.weight.quant_state, "packing_format_for_cpu", False):
+                raise ValueError("This 4-bit model has already run on CPU, and bitsandbytes has repacked its weights "
+                                 "for its CPU kernel; pass a freshly loaded NF4 model (before any forward pass).")
             target = fp_modules[name.replace("base_model.model.", "").replace(".base_layer", "")]
             w = F.dequantize_4bit(module.weight.data, module.weight.quant_state)
             target.weight.copy_(w.to(target.weight.dtype).reshape(target.weight.shape))

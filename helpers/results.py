@@ -143,7 +143,21 @@ def results_markdown(folder: Path) -> str:
             cells = [r["notebook"], r["profile"], name] + [_fmt(m, metrics.get(m)) for m in used]
             lines.append("| " + " | ".join(cells) + " |")
     notes = [f"`{r['notebook']}`: n_eval = {r['n_eval']}, notebook wall time {r['wall_seconds']:.0f} s" for r in records]
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n"
+    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + run_times_markdown(folder)
+
+
+def run_times_markdown(folder: Path) -> str:
+    """The per-notebook wall times that ``make run`` recorded in ``course_run_times.json``, as a table."""
+    path = folder / "course_run_times.json"
+    if not path.is_file():
+        return ""
+    times = json.loads(path.read_text())
+    lines = ["", "Wall time of each notebook under `make run` (`results/course_run_times.json`):", "",
+             "| profile | notebook | seconds | status |", "|---|---|---|---|"]
+    for profile, runs in sorted(times.items()):
+        for name, rec in sorted(runs.items()):
+            lines.append(f"| {profile} | {name} | {rec['seconds']:.0f} | {rec['status']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(metric: str, value: float | None) -> str:

@@ -48,3 +48,17 @@ def test_train_isolated_reports_memory_time_and_saves_an_adapter():
     assert 0 < report["trainable_params"] < report["total_params"]
     assert any("loss" in h for h in report["log_history"])
     assert (training.adapter_dir(get_profile("tiny"), "06_qlora") / "adapter_config.json").is_file()
+
+
+def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
+    """bitsandbytes repacks 4-bit weights for its CPU kernel on the first forward pass; dequantizing those
+    bytes as if they were the original layout gives garbage, so the helper must refuse with a clear message."""
+    profile = get_profile("tiny")
+    nf4 = models.load_model(profile, quantization_config=bnb.bnb_config("nf4"))
+    tok = models.load_tokenizer(profile)
+    with torch.no_grad():
+        nf4(**tok(["hello there"], return_tensors="pt"))
+    if not getattr(nf4.model.layers[0].self_attn.q_proj.weight.quant_state, "packing_format_for_cpu", False):
+        pytest.skip("this CPU's bitsandbytes path does not repack (no AVX-512 bf16)")
+    with pytest.raises(ValueError, match="freshly loaded"):
+        qlora.dequantized_copy(nf4, models.load_model(profile))
