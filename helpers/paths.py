@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -39,6 +43,24 @@ def outputs_dir(*parts: str) -> Path:
 def cache_dir() -> Path:
     """Model cache shared by all notebooks (``COURSE_CACHE``, default ``~/.cache/llm-course-kit``)."""
     return _mk(Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llm-course-kit"))
+
+
+@contextmanager
+def atomic_folder(target: Path) -> Iterator[Path]:
+    """Write a folder atomically: yield a temporary folder beside ``target``; when the block succeeds it
+    replaces ``target``, when it fails it is removed. An interrupted write never leaves a half-written
+    ``target`` (an adapter, a merged model, a quantized checkpoint, a cache)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _mk(path: Path) -> Path:

@@ -13,7 +13,6 @@ AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+
+from .paths import atomic_folder
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 METHODS = ("gptq", "awq")
@@ -387,7 +388,8 @@ def gptqmodel_quantize(
     awq_clip_tokens: int = 512,
     **config_kwargs,
 ) -> float:
-    """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir``; returns the seconds spent.
+    """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
+    seconds spent.
 
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
@@ -404,9 +406,6 @@ def gptqmodel_quantize(
     from transformers import AutoConfig
 
     n_layers = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers
-    tmp = Path(f"{out_dir}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     log_path = Path(f"{out_dir}.log")
     with _library_log(log_path, f"{method.upper()} w{bits} g{group_size}", n_layers):
         model = GPTQModel.load(str(model_dir), config)
@@ -415,10 +414,8 @@ def gptqmodel_quantize(
         with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
             model.quantize(list(calibration), batch_size=batch_size, backend=backend)
         seconds = time.perf_counter() - start
-        model.save(str(tmp))
-    if Path(out_dir).exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+        with atomic_folder(Path(out_dir)) as tmp:
+            model.save(str(tmp))
     del model
     return seconds
 

@@ -7,7 +7,6 @@ Notebook 01 calls :func:`train_sft_lora`; later notebooks that need an SFT adapt
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from .data import as_dataset, require_columns, sft_rows
-from .paths import outputs_dir
+from .paths import atomic_folder, outputs_dir
 from .profiles import Profile
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -127,12 +126,9 @@ def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
 def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None) -> Path:
     """Save the trained adapter atomically under :func:`adapter_dir`, with a small ``train_info.json``."""
     target = adapter_dir(profile, name)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    (tmp / "train_info.json").write_text(json.dumps({"profile": profile.name, **(info or {})}, indent=1))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_folder(target) as tmp:
+        trainer.model.save_pretrained(tmp)
+        (tmp / "train_info.json").write_text(json.dumps({"profile": profile.name, **(info or {})}, indent=1))
     return target
 
 
@@ -163,8 +159,6 @@ def ensure_merged(profile: Profile, adapter: Path, name: str, base_path: str | N
     """A full-precision model folder ``outputs/<name>/<profile>/``: ``adapter`` merged into the base
     (``base_path``, default the profile's model). Reused while it is newer than the adapter; written to a
     temporary folder first, so an interrupted save never leaves a half-written model."""
-    import shutil
-
     from .models import load_model, load_tokenizer
 
     target = outputs_dir(name) / profile.name
@@ -173,12 +167,9 @@ def ensure_merged(profile: Profile, adapter: Path, name: str, base_path: str | N
         return target
     tokenizer = tokenizer or load_tokenizer(profile)
     merged = load_adapter(load_model(profile, base_path), adapter).merge_and_unload()
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_folder(target) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return target
 
 

