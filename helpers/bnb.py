@@ -94,12 +94,3 @@ def relative_error(ref: torch.Tensor, approx: torch.Tensor) -> float:
     """``||ref - approx|| / ||ref||`` (Frobenius)."""
     return float((ref.float() - approx.float()).norm() / ref.float().norm())
 
-
-def check_bnb_available(kind: str) -> None:
-    """Explain, instead of crashing later, when bitsandbytes cannot run ``kind`` on this machine."""
-    if kind not in KINDS:
-        raise BnbError(f"Unknown bitsandbytes variant '{kind}'; use one of {KINDS}.")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise BnbError("bitsandbytes is not installed: `pip install bitsandbytes` (0.45 or later runs on CPU too).") from exc

@@ -8,19 +8,10 @@ from typing import Mapping
 import pandas as pd
 
 from .paths import results_dir
-from .results import read_results
+from .results import UNITS, read_results
 
-COLUMNS = {  # metric -> column name with its unit
-    "size_mb": "size on disk (MB)",
-    "footprint_mb": "weights in memory (MB)",
-    "load_seconds": "load (s)",
-    "tokens_per_second": "tokens/s",
-    "perplexity": "perplexity",
-    "skill_accuracy": "skill acc. (%)",
-    "preference_accuracy": "pref. acc. (%)",
-    "train_seconds": "train or quantize (s)",
-    "peak_rss_mb": "peak RSS (MB)",
-}
+# metric -> column name with its unit: the results vocabulary's labels, accuracies shown in %
+COLUMNS = {m: f"{label} (%)" if m.endswith("accuracy") else label for m, label in UNITS.items()}
 
 
 def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFrame:

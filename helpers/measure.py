@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -132,3 +133,29 @@ def measure_variant(
     if load_seconds is not None:
         metrics["load_seconds"] = load_seconds
     return metrics, report
+
+
+@dataclass
+class Harness:
+    """:func:`measure_variant` with a notebook's shared arguments fixed, so every variant is measured the same way.
+
+    :meth:`record` stores each variant's metrics in ``metrics`` (ready for ``results.write_results``) and its
+    skill report in ``reports`` (for ``compare.side_by_side``).
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    profile: Profile
+    eval_rows: Sequence[dict]
+    ppl_text: str
+    autocast: bool = False
+    preference_pairs: Sequence[dict] | None = None
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    reports: dict[str, SkillReport] = field(default_factory=dict)
+
+    def record(self, name: str, model: PreTrainedModel, **kwargs) -> dict[str, float]:
+        """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
+        ``load_seconds``, ``speed``). Returns the variant's metrics."""
+        self.metrics[name], self.reports[name] = measure_variant(
+            model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
+            preference_pairs=self.preference_pairs, **kwargs)
+        return self.metrics[name]

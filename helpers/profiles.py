@@ -80,6 +80,13 @@ class Profile:
         ]
 
     @property
+    def compute_dtype_4bit(self):
+        """The 16-bit dtype bitsandbytes' 4-bit layers compute in: fp16 on GPUs without bf16 (T4), else bf16."""
+        import torch
+
+        return torch.float16 if self.precision == "fp16" else torch.bfloat16
+
+    @property
     def eval_autocast(self) -> bool:
         """Evaluate in bf16 autocast: CPU profiles that train in bf16 (about 2x faster generation and scoring)."""
         return not self.needs_cuda and self.precision == "bf16"

@@ -34,8 +34,7 @@ def load_for_training(profile: Profile, kind: str, path: str | None = None):
     if kind == "lora":
         return load_model(profile, path)
     if kind == "qlora":
-        compute = torch.float16 if profile.precision == "fp16" else torch.bfloat16
-        model = load_model(profile, path, quantization_config=bnb_config("nf4_dq", compute))
+        model = load_model(profile, path, quantization_config=bnb_config("nf4_dq", profile.compute_dtype_4bit))
         # freezes the base, casts norms to fp32, makes inputs require grads (for checkpointing)
         return prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
     raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
@@ -104,7 +103,7 @@ def _train(kind: str) -> dict:
         "train_seconds": trainer.train_seconds,
         "seconds_per_step": trainer.train_seconds / max(1, trainer.state.global_step),
         "steps": trainer.state.global_step,
-        "peak_rss_mb": max(peak["rss"], 0.0) or peak_rss_mb(),
+        "peak_rss_mb": peak["rss"] or peak_rss_mb(),  # the process-wide peak if no sample was taken
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
         "trainable_params": trainable,
         "total_params": total,

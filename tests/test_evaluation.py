@@ -69,3 +69,17 @@ def test_perplexity_matches_exp_loss_on_one_window(tiny):
 def test_perplexity_needs_text(tiny):
     with pytest.raises(ValueError, match="at least two tokens"):
         evaluation.perplexity(*tiny, "")
+
+
+def test_harness_measures_every_variant_alike_and_keeps_reports(tiny):
+    from helpers import measure, text
+
+    model, tok = tiny
+    profile = get_profile("tiny")
+    rows = load_skills("eval", 6)
+    harness = measure.Harness(tok, profile, rows, text.stdlib_text("eval", 4000), autocast=True)
+    direct, _ = measure.measure_variant(model, tok, profile, rows, text.stdlib_text("eval", 4000), autocast=True, speed=False)
+    got = harness.record("a", model, speed=False, load_seconds=1.5)
+    assert set(harness.metrics) == set(harness.reports) == {"a"}
+    assert got["perplexity"] == pytest.approx(direct["perplexity"]) and got["load_seconds"] == 1.5
+    assert len(harness.reports["a"].rows) == len(rows) and "tokens_per_second" not in got

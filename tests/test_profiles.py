@@ -102,3 +102,11 @@ def test_gpu_profiles_fit_their_memory_with_the_settings_they_use(monkeypatch):
     assert training_memory_gb(a100, gradient_checkpointing=False)["total"] > 40
     with pytest.raises(profiles.ProfileError, match="No shape on record"):
         training_memory_gb(PROFILES["tiny"])
+
+
+def test_4bit_compute_dtype_follows_the_gpu():
+    import torch
+
+    assert PROFILES["t4"].compute_dtype_4bit == torch.float16  # no bf16 below compute capability 8.0
+    assert PROFILES["a100"].compute_dtype_4bit == torch.bfloat16
+    assert PROFILES["cpu"].compute_dtype_4bit == torch.bfloat16
