@@ -33,6 +33,27 @@ def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def measured_before(notebook: str, variant: str, profile_name: str, model_fingerprint: str,
+                    folder: Path | None = None) -> tuple[dict[str, float], str] | None:
+    """``(metrics, source)`` of ``variant`` from ``results/<notebook>.json`` when that notebook measured it on
+    this profile and on these exact weights (the record's ``model_fingerprint``); otherwise ``None``, and the
+    reason is printed, so the caller measures it itself."""
+    record = read_results(notebook, folder)
+    problem = None
+    if record is None:
+        problem = f"{notebook} has written no results yet"
+    elif record["profile"] != profile_name:
+        problem = f"{notebook}'s results are for profile '{record['profile']}'"
+    elif record["extra"].get("model_fingerprint") != model_fingerprint:
+        problem = f"{notebook} measured other weights (the tuned model has changed since)"
+    elif variant not in record["variants"]:
+        problem = f"{notebook} has no variant '{variant}'"
+    if problem:
+        print(f"{variant}: {problem}; measuring it here.")
+        return None
+    return dict(record["variants"][variant]), f"{notebook} ({record['extra'].get('written', '?')})"
+
+
 def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str) -> pd.DataFrame:
     """One row per variant, columns with units, accuracies in %, plus what each keeps of ``reference``'s accuracy."""
     table = pd.DataFrame(metrics).T

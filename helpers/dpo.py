@@ -204,11 +204,67 @@ class PairScores:
 
 def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, desc: str | None = None,
                 autocast: bool = False) -> PairScores:
-    """Log-probabilities of every pair's chosen and rejected answer under ``model``."""
-    prompts = [p["prompt"] for p in pairs]
-    chosen = completion_logps(model, tokenizer, prompts, [p["chosen"] for p in pairs], batch_size, desc, autocast)
-    rejected = completion_logps(model, tokenizer, prompts, [p["rejected"] for p in pairs], batch_size, desc, autocast)
-    return PairScores(chosen, rejected)
+    """Log-probabilities of every pair's chosen and rejected answer under ``model``.
+
+    The same numbers as :func:`completion_logps` on (prompt, chosen) and (prompt, rejected), about twice as fast:
+    the shared prompt (most of the tokens: system prompt and question) goes through the model once per pair, and
+    both answers continue from its key/value cache.
+    """
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    try:
+        for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
+            batch = pairs[start:start + batch_size]
+            c, r = _pair_logps(model, tokenizer, batch, autocast)
+            chosen.append(c)
+            rejected.append(r)
+    finally:
+        model.train(was_training)
+    return PairScores(torch.cat(chosen), torch.cat(rejected))
+
+
+@torch.no_grad()
+def _pair_logps(model, tokenizer, pairs: Sequence[dict], autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of :func:`score_pairs`: prompts left-padded and run once; each answer continues from a cache
+    cropped back to the prompt. Rotary position embeddings depend only on relative positions, so the left padding
+    (masked out) does not change the scores."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    encoded = [(_encode(tokenizer, p["prompt"], p["chosen"]), _encode(tokenizer, p["prompt"], p["rejected"])) for p in pairs]
+    prompts = [ids[:cut] for (ids, cut), _ in encoded]
+    if any(ids_r[:cut_r] != prompt for prompt, (_, (ids_r, cut_r)) in zip(prompts, encoded)):
+        raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
+    width = max(map(len, prompts))
+    prompt_ids = torch.full((len(pairs), width), pad, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for i, ids in enumerate(prompts):  # left padding: every prompt ends where the answers begin
+        prompt_ids[i, width - len(ids):] = torch.tensor(ids)
+        prompt_mask[i, width - len(ids):] = 1
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    with autocast_context(autocast):
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
+    first_logits, cache = out.logits[:, -1:].float(), out.past_key_values
+    sums = []
+    for side in (0, 1):
+        answers = [enc[side][0][enc[side][1]:] for enc in encoded]
+        length = max(map(len, answers))
+        answer_ids = torch.full((len(pairs), length), pad, dtype=torch.long)
+        answer_mask = torch.zeros_like(answer_ids)
+        for i, ids in enumerate(answers):  # right padding after the answer
+            answer_ids[i, : len(ids)] = torch.tensor(ids)
+            answer_mask[i, : len(ids)] = 1
+        answer_ids, answer_mask = answer_ids.to(device), answer_mask.to(device)
+        if cache.get_seq_length() > width:  # forget the previous answer
+            cache.crop(width - cache.get_seq_length())
+        with autocast_context(autocast):
+            logits = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask, answer_mask], dim=1),
+                           past_key_values=cache, use_cache=True).logits
+        # position t of the answer is predicted by the token before it: the prompt's last token for t = 0
+        predicting = torch.cat([first_logits, logits[:, :-1].float()], dim=1)
+        token_logp = torch.log_softmax(predicting, dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+        sums.append((token_logp * answer_mask).sum(dim=1).cpu())
+    return sums[0], sums[1]
 
 
 def implicit_wins(policy: PairScores, reference: PairScores) -> torch.Tensor:

@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -58,7 +58,7 @@ def _quant_state_bytes(state, seen: set) -> int:
 def tokens_per_second(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    new_tokens: int = 32,
+    new_tokens: int = 16,
     repeats: int = 3,
     autocast: bool = False,
     prompt: str = SPEED_PROMPT,
@@ -83,6 +83,14 @@ def tokens_per_second(
                 torch.cuda.synchronize()
             rates.append(new_tokens / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def preference_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict],
+                        name: str = "model", autocast: bool = False) -> float:
+    """Fraction of preference pairs where ``model`` makes the chosen answer more likely than the rejected one."""
+    from .dpo import ranking_accuracy, score_pairs
+
+    return ranking_accuracy(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast))
 
 
 def timed_load(loader: Callable[[], PreTrainedModel]) -> tuple[PreTrainedModel, float]:
@@ -121,13 +129,9 @@ def measure_variant(
                              desc=f"{name} skills", autocast=autocast)
     metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": memory}
     if speed:
-        metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, new_tokens=min(32, 4 * profile.max_new_tokens),
-                                                         autocast=autocast)
+        metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs:
-        from .dpo import ranking_accuracy, score_pairs
-
-        scores = score_pairs(model, tokenizer, preference_pairs, desc=f"{name} pairs", autocast=autocast)
-        metrics["preference_accuracy"] = ranking_accuracy(scores)
+        metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
     if load_seconds is not None:
@@ -151,6 +155,7 @@ class Harness:
     preference_pairs: Sequence[dict] | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     reports: dict[str, SkillReport] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
 
     def record(self, name: str, model: PreTrainedModel, **kwargs) -> dict[str, float]:
         """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
@@ -158,4 +163,19 @@ class Harness:
         self.metrics[name], self.reports[name] = measure_variant(
             model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
             preference_pairs=self.preference_pairs, **kwargs)
+        self.sources[name] = "measured here"
+        return self.metrics[name]
+
+    def adopt(self, name: str, metrics: Mapping[str, float], source: str,
+              load: Callable[[], PreTrainedModel] | None = None) -> dict[str, float]:
+        """Take ``metrics`` that an earlier notebook measured (``source``) for variant ``name``, measured the same
+        way; with ``load`` and this harness's preference pairs, add the preference accuracy if it is missing."""
+        self.metrics[name] = dict(metrics)
+        self.sources[name] = source
+        if load is not None and self.preference_pairs and "preference_accuracy" not in metrics:
+            model = load()
+            self.metrics[name]["preference_accuracy"] = preference_accuracy(
+                model, self.tokenizer, self.preference_pairs, name, self.autocast)
+            self.sources[name] += " (+ preference accuracy here)"
+            del model
         return self.metrics[name]

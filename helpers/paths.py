@@ -63,6 +63,25 @@ def atomic_folder(target: Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fingerprint(folder: str | Path) -> str:
+    """A short content hash of a model folder's weight files (``*.safetensors``, sorted by name).
+
+    Results files record it, so notebook 07 reuses a measurement only when it was taken on these exact weights.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No *.safetensors weights in {folder}: is it a saved model folder?")
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -156,7 +156,7 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=32,
         max_new_tokens=16,
         ppl_window=512,
-        ppl_max_tokens=8192,
+        ppl_max_tokens=4096,
         quant_group_size=64,  # 576 (hidden size) is not a multiple of 128
     ),
     "t4": Profile(

@@ -136,3 +136,25 @@ def test_dpo_config_uses_current_names_and_profile_values():
     cfg = dpo.dpo_config(get_profile("cpu"), "/tmp/x")
     assert cfg.beta == 0.5 and cfg.learning_rate == 1e-4 and cfg.warmup_steps == 0 and cfg.max_steps == 20 and cfg.use_cpu
     assert not hasattr(cfg, "max_prompt_length")
+
+
+def test_shared_prompt_scoring_equals_separate_passes(trained):
+    _, tok, trainer, pairs = trained
+    model = trainer.model
+    fast = dpo.score_pairs(model, tok, pairs, batch_size=3)  # uneven batches: prompts of different lengths padded
+    prompts = [p["prompt"] for p in pairs]
+    chosen = dpo.completion_logps(model, tok, prompts, [p["chosen"] for p in pairs])
+    rejected = dpo.completion_logps(model, tok, prompts, [p["rejected"] for p in pairs])
+    assert len({len(dpo._encode(tok, p["prompt"], p["chosen"])[0]) for p in pairs}) > 1
+    assert torch.allclose(fast.chosen, chosen, atol=1e-4) and torch.allclose(fast.rejected, rejected, atol=1e-4)
+
+
+def test_harness_adopts_earlier_metrics_and_adds_preference_accuracy(trained):
+    from helpers import measure
+
+    profile, tok, trainer, pairs = trained
+    harness = measure.Harness(tok, profile, [], "", preference_pairs=pairs)
+    got = harness.adopt("tuned", {"perplexity": 12.5}, "03_gptq (today)", load=lambda: trainer.model)
+    expected = dpo.ranking_accuracy(dpo.score_pairs(trainer.model, tok, pairs))
+    assert got == {"perplexity": 12.5, "preference_accuracy": expected}
+    assert harness.sources["tuned"] == "03_gptq (today) (+ preference accuracy here)"
