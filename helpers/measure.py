@@ -166,6 +166,18 @@ class Harness:
         self.sources[name] = "measured here"
         return self.metrics[name]
 
+    def record_or_reuse(self, name: str, load: Callable[[], PreTrainedModel],
+                        reuse: tuple[Mapping[str, float], str] | None = None, timed: bool = True,
+                        **kwargs) -> dict[str, float]:
+        """Measure the model ``load`` returns as variant ``name`` (timing the load when ``timed``), or, when
+        ``reuse`` holds ``(metrics, source)`` from :func:`helpers.comparison.measured_before`, adopt those."""
+        if reuse:
+            return self.adopt(name, *reuse, load=load)
+        if not timed:
+            return self.record(name, load(), **kwargs)
+        model, seconds = timed_load(load)
+        return self.record(name, model, load_seconds=seconds, **kwargs)
+
     def adopt(self, name: str, metrics: Mapping[str, float], source: str,
               load: Callable[[], PreTrainedModel] | None = None) -> dict[str, float]:
         """Take ``metrics`` that an earlier notebook measured (``source``) for variant ``name``, measured the same
