@@ -194,6 +194,14 @@ def dpo_loss(
     return loss, chosen_rewards, rejected_rewards
 
 
+def chosen_nll(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], policy_chosen: torch.Tensor) -> torch.Tensor:
+    """The SFT term some profiles add to the DPO loss: the mean negative log-likelihood per token of the chosen
+    answers (TRL's ``loss_type=["sigmoid", "sft"]``; RPO, Pang et al. 2024). ``policy_chosen`` holds each chosen
+    answer's summed log-probability (:func:`score_pairs`)."""
+    n_tokens = sum(len(ids) - cut for ids, cut in (_encode(tokenizer, p["prompt"], p["chosen"]) for p in pairs))
+    return -policy_chosen.sum() / n_tokens
+
+
 @dataclass
 class PairScores:
     """Summed completion log-probabilities of chosen and rejected answers under one model."""
@@ -292,6 +300,9 @@ def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
     kwargs = common_trainer_kwargs(profile, output_dir, profile.dpo_steps, profile.dpo_batch_size,
                                    profile.dpo_learning_rate)
     kwargs["beta"] = profile.dpo_beta
+    if profile.dpo_sft_weight:  # DPO + NLL of the chosen answers: keeps their likelihood (and the skills) up
+        kwargs["loss_type"] = ["sigmoid", "sft"]
+        kwargs["loss_weights"] = [1.0, profile.dpo_sft_weight]
     # No warmup: a LoRA adapter over tens of steps does not need it, and without it notebook 02 can compare
     # learning rates step for step on identical batches.
     kwargs["warmup_steps"] = 0

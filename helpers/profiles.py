@@ -63,6 +63,7 @@ class Profile:
     quant_calibration_samples: int = 32  # calibration passages for GPTQ/AWQ
     quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
     awq_clip: bool = False  # AWQ's clipping search: ~22 s per layer on 2 CPU cores, so off on CPU profiles
+    dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
     reason: str = field(default="", compare=False)
 
     @property
@@ -151,12 +152,13 @@ PROFILES: dict[str, Profile] = {
         gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
         dpo_steps=24,  # ~7 s per step on 2 cores (TRL's fused log-prob head runs its CPU fallback)
         dpo_batch_size=8,
-        dpo_learning_rate=3e-4,
+        dpo_learning_rate=4e-4,
         dpo_beta=0.25,
         eval_batch_size=32,
         max_new_tokens=16,
         ppl_window=512,
         ppl_max_tokens=4096,
+        dpo_sft_weight=1.0,  # DPO + NLL of the chosen answers: plain DPO at this learning rate costs skill accuracy
         quant_group_size=64,  # 576 (hidden size) is not a multiple of 128
     ),
     "t4": Profile(

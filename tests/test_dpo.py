@@ -158,3 +158,23 @@ def test_harness_adopts_earlier_metrics_and_adds_preference_accuracy(trained):
     expected = dpo.ranking_accuracy(dpo.score_pairs(trainer.model, tok, pairs))
     assert got == {"perplexity": 12.5, "preference_accuracy": expected}
     assert harness.sources["tuned"] == "03_gptq (today) (+ preference accuracy here)"
+
+
+def test_from_scratch_loss_with_sft_term_matches_trl():
+    """Profiles with ``dpo_sft_weight`` train DPO + NLL of the chosen answers; ours must match TRL's sum."""
+    from dataclasses import replace
+
+    profile = replace(get_profile("tiny"), dpo_sft_weight=0.7)
+    model, tok, _ = load_model_and_tokenizer(profile)
+    pairs = dpo.preference_rows(profile, n=8)
+    trainer = dpo.train_dpo(profile, model, tok, pairs, max_steps=2, learning_rate=5e-3)
+    assert trainer.args.loss_type == ["sigmoid", "sft"] and trainer.args.loss_weights == [1.0, 0.7]
+    trl_loss, batch = dpo.trl_loss_on_first_pairs(trainer, 5)
+    policy = dpo.score_pairs(trainer.model, tok, batch)
+    with trainer.model.disable_adapter():
+        reference = dpo.score_pairs(trainer.model, tok, batch)
+    sigmoid, _, _ = dpo.dpo_loss(policy.chosen, policy.rejected, reference.chosen, reference.rejected, profile.dpo_beta)
+    nll = dpo.chosen_nll(tok, batch, policy.chosen)
+    assert nll.item() > 0
+    assert abs(trl_loss - (sigmoid + 0.7 * nll).item()) < 1e-4, (trl_loss, sigmoid.item(), nll.item())
+    assert abs(trl_loss - sigmoid.item()) > 1e-3  # the SFT term is really in TRL's loss
