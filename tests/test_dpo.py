@@ -133,8 +133,13 @@ def test_ranking_accuracy_and_per_skill_breakdown():
 
 
 def test_dpo_config_uses_current_names_and_profile_values():
-    cfg = dpo.dpo_config(get_profile("cpu"), "/tmp/x")
-    assert cfg.beta == 0.5 and cfg.learning_rate == 1e-4 and cfg.warmup_steps == 0 and cfg.max_steps == 20 and cfg.use_cpu
+    profile = get_profile("cpu")
+    cfg = dpo.dpo_config(profile, "/tmp/x")
+    assert (cfg.beta, cfg.learning_rate, cfg.max_steps) == (profile.dpo_beta, profile.dpo_learning_rate, profile.dpo_steps)
+    assert cfg.warmup_steps == 0 and cfg.use_cpu
+    assert cfg.loss_type == ["sigmoid", "sft"] and cfg.loss_weights == [1.0, profile.dpo_sft_weight]  # cpu adds the NLL term
+    plain = dpo.dpo_config(get_profile("tiny"), "/tmp/x")
+    assert plain.loss_type == ["sigmoid"] and plain.loss_weights is None
     assert not hasattr(cfg, "max_prompt_length")
 
 
