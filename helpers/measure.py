@@ -17,6 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .evaluation import SkillReport, autocast_context, evaluate_skills, perplexity
 from .profiles import Profile
+from .quant import dequantized_weight_cache
 
 SPEED_PROMPT = "Explain in two sentences why the sky is blue."
 
@@ -90,7 +91,8 @@ def preference_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     """Fraction of preference pairs where ``model`` makes the chosen answer more likely than the rejected one."""
     from .dpo import ranking_accuracy, score_pairs
 
-    return ranking_accuracy(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast))
+    with dequantized_weight_cache(model):
+        return ranking_accuracy(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast))
 
 
 def timed_load(loader: Callable[[], PreTrainedModel]) -> tuple[PreTrainedModel, float]:
@@ -123,15 +125,19 @@ def measure_variant(
 
     model.eval()
     memory = footprint_mb(model)  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
-    with autocast_context(autocast):
-        ppl = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens, desc=f"{name} perplexity")
-    report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
-                             desc=f"{name} skills", autocast=autocast)
+    with dequantized_weight_cache(model):  # same outputs, without unpacking GPTQ weights on every call
+        with autocast_context(autocast):
+            ppl = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens,
+                             desc=f"{name} perplexity")
+        report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
+                                 desc=f"{name} skills", autocast=autocast)
+        if preference_pairs:
+            pref = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
     metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": memory}
-    if speed:
+    if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs:
-        metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
+        metrics["preference_accuracy"] = pref
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
     if load_seconds is not None:

@@ -1,10 +1,11 @@
-"""LoRA against QLoRA with the same data, steps and settings, each trained in a fresh process.
+"""LoRA against QLoRA with the same data, steps and settings, each measured in a fresh process.
 
 Peak memory is a property of a whole process (the allocator rarely gives memory back), so comparing two
 trainings inside one notebook kernel would charge the second with the first one's leftovers. The notebook
 therefore calls :func:`train_isolated`, which runs ``python -m helpers.qlora <kind>`` in a subprocess and
-reads back a small JSON report: peak RSS (and peak CUDA memory on GPU), seconds, loss history, trainable
-parameters, and where the adapter was saved.
+reads back a small JSON report: peak RSS (and peak CUDA memory on GPU), the peak reached by each step,
+seconds, loss history, trainable parameters, and where the adapter was saved. The LoRA run is notebook 01's
+own when its recorded settings match (:func:`lora_run`); then only its memory is measured again, by a short run.
 """
 
 from __future__ import annotations
@@ -67,18 +68,22 @@ def dequantized_copy(quantized, full_precision):
     return full_precision
 
 
-def _train(kind: str) -> dict:
-    """Train one adapter in this process and return its report (run by the subprocess)."""
+def _train(kind: str, max_steps: int | None = None) -> dict:
+    """Train one adapter in this process and return its report (run by the subprocess). With ``max_steps``
+    it is a short memory probe: the adapter is not saved."""
     import threading
     import time
 
+    from transformers import TrainerCallback
+
     from . import setup
-    from .models import count_parameters, load_tokenizer
+    from .models import load_tokenizer
     from .results import peak_rss_mb
-    from .training import save_adapter, train_sft_lora
+    from .training import run_record, save_adapter, train_sft_lora
 
     profile = setup(f"06_qlora:{kind}")
     peak = {"rss": 0.0}
+    rss_by_step: list[float] = []
     stop = threading.Event()
 
     def sample() -> None:  # current RSS every 50 ms: the peak *during* training, loading included
@@ -87,47 +92,79 @@ def _train(kind: str) -> dict:
             with open("/proc/self/statm") as f:
                 peak["rss"] = max(peak["rss"], int(f.read().split()[1]) * page / 1e6)
 
+    class PeakSoFar(TrainerCallback):  # the peak reached by the end of each step: shows when memory levels off
+        def on_step_end(self, args, state, control, **kwargs):
+            rss_by_step.append(peak["rss"])
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(profile)
     model = load_for_training(profile, kind)
-    trainer = train_sft_lora(profile, model, tokenizer, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"))
+    overrides = {"max_steps": max_steps} if max_steps else {}
+    trainer = train_sft_lora(profile, model, tokenizer, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
+                             callbacks=[PeakSoFar()], **overrides)
     stop.set()
     sampler.join()
-    trainable, total = count_parameters(trainer.model)
-    folder = save_adapter(trainer, profile, name=f"06_{kind}", info={"train_seconds": trainer.train_seconds})
+    folder = None if max_steps else save_adapter(trainer, profile, name=f"06_{kind}")
     return {
         "kind": kind,
-        "train_seconds": trainer.train_seconds,
-        "seconds_per_step": trainer.train_seconds / max(1, trainer.state.global_step),
-        "steps": trainer.state.global_step,
+        **run_record(trainer),
         "peak_rss_mb": peak["rss"] or peak_rss_mb(),  # the process-wide peak if no sample was taken
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
-        "trainable_params": trainable,
-        "total_params": total,
-        "log_history": trainer.state.log_history,
-        "adapter": str(folder),
+        "rss_by_step": rss_by_step,
+        "adapter": None if folder is None else str(folder),
         "when": time.time(),
     }
 
 
-def train_isolated(kind: str, timeout_s: int = 3600) -> dict:
-    """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report."""
+def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 3600) -> dict:
+    """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report; ``max_steps``
+    makes it a short memory probe that saves no adapter."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
     report = outputs_dir("06_qlora") / f"{kind}_report.json"
     report.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "helpers.qlora", kind, str(report)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+    args = [sys.executable, "-m", "helpers.qlora", kind, str(report)] + ([str(max_steps)] if max_steps else [])
+    proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0 or not report.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"Training '{kind}' in a subprocess failed (exit {proc.returncode}). Last lines:\n{tail}")
     return json.loads(Path(report).read_text())
 
 
-if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json>
-    result = _train(sys.argv[1])
+MEMORY_PROBE_STEPS = 8  # steps of the LoRA memory probe: the peak is reached after the first optimizer step
+
+
+def lora_run(profile: Profile) -> dict:
+    """The LoRA side of the comparison, as a report like :func:`train_isolated`'s.
+
+    Notebook 01 already trained this exact run (same rows, steps and LoRA settings as the QLoRA run here), so
+    when its adapter's recorded settings equal this profile's, its adapter, loss history and time are reused,
+    and only the peak memory, a property of a fresh process, is measured by a :data:`MEMORY_PROBE_STEPS`-step
+    run in a subprocess. Otherwise (01 not run, or run with other settings) LoRA is trained here in full.
+    """
+    from .data import sft_rows
+    from .training import adapter_dir, sft_settings, train_info
+
+    folder = adapter_dir(profile)
+    info = train_info(folder)
+    wanted = json.loads(json.dumps(sft_settings(profile, sft_rows(profile)), default=str))
+    if info.get("settings") != wanted or not info.get("log_history"):
+        why = "notebook 01 has not saved an adapter" if not info else "notebook 01's adapter was trained with other settings"
+        print(f"LoRA: {why}; training it here with the profile's settings.")
+        return train_isolated("lora")
+    steps = min(MEMORY_PROBE_STEPS, profile.sft_steps)
+    probe = train_isolated("lora", max_steps=steps)
+    print(f"LoRA: notebook 01's run reused ({folder}); peak memory from a {steps}-step run in a fresh process.")
+    keep = ("steps", "train_seconds", "seconds_per_step", "trainable_params", "total_params", "log_history")
+    return {"kind": "lora", **{k: info[k] for k in keep}, "adapter": str(folder),
+            **{k: probe[k] for k in ("peak_rss_mb", "peak_cuda_mb", "rss_by_step")},
+            "memory_probe_steps": steps}
+
+
+if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json> [max_steps]
+    result = _train(sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else None)
     Path(sys.argv[2]).write_text(json.dumps(result, default=float))

@@ -338,6 +338,30 @@ def awq_clip_problem(model_dir: str | Path) -> str | None:
 
 
 @contextmanager
+def dequantized_weight_cache(model: nn.Module):
+    """Within the block, GPTQModel's torch-kernel layers keep their dequantized weights between calls.
+
+    On CPU the ``GPTQ_TORCH`` kernel unpacks the integer weights on *every* forward pass; for 3-bit weights,
+    which have no fast unpacking path, that makes evaluation ~4x slower than the model itself. Caching gives
+    the same outputs (the cached tensor is what the kernel would compute again) at the cost of a dense copy
+    of each weight while the block runs, so quality measurements use it and speed measurements must not.
+    GPTQModel switches the cache with the ``GPTQ_TORCH_CACHE_WEIGHTS`` environment variable when a layer is
+    built; this sets the same per-layer flag (``tests/test_quant.py`` fails if that attribute moves).
+    Other models pass through unchanged.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "_cache_enabled") and hasattr(m, "clear_weight_cache")]
+    before = [m._cache_enabled for m in layers]
+    for m in layers:
+        m._cache_enabled = True
+    try:
+        yield model
+    finally:
+        for m, flag in zip(layers, before):
+            m._cache_enabled = flag
+            m.clear_weight_cache()
+
+
+@contextmanager
 def _library_log(path: Path, desc: str, n_layers: int):
     """Send GPTQModel's (very detailed) console output to ``path`` and show one progress bar instead.
 

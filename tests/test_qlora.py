@@ -45,6 +45,8 @@ def test_train_isolated_reports_memory_time_and_saves_an_adapter():
     report = qlora.train_isolated("qlora")
     assert report["steps"] == get_profile("tiny").sft_steps
     assert report["peak_rss_mb"] > 100 and report["train_seconds"] > 0
+    assert len(report["rss_by_step"]) == report["steps"] and report["rss_by_step"][-1] <= report["peak_rss_mb"]
+    assert report["rss_by_step"] == sorted(report["rss_by_step"])  # the peak so far, step by step
     assert 0 < report["trainable_params"] < report["total_params"]
     assert any("loss" in h for h in report["log_history"])
     assert (training.adapter_dir(get_profile("tiny"), "06_qlora") / "adapter_config.json").is_file()
@@ -62,3 +64,27 @@ def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
         pytest.skip("this CPU's bitsandbytes path does not repack (no AVX-512 bf16)")
     with pytest.raises(ValueError, match="freshly loaded"):
         qlora.dequantized_copy(nf4, models.load_model(profile))
+
+
+def test_lora_run_reuses_notebook_01_only_when_trained_with_the_same_settings(tmp_path, monkeypatch, capsys):
+    import json
+
+    monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
+    profile = get_profile("tiny")
+    alone = qlora.lora_run(profile)  # notebook 01 has not run: LoRA is trained here in full
+    assert "has not saved an adapter" in capsys.readouterr().out
+    assert alone["steps"] == profile.sft_steps and "memory_probe_steps" not in alone
+
+    folder = training.ensure_sft_adapter(profile)  # what notebook 01 leaves behind
+    reused = qlora.lora_run(profile)
+    assert "reused" in capsys.readouterr().out
+    info = training.train_info(folder)
+    assert reused["adapter"] == str(folder) and reused["log_history"] == info["log_history"]
+    assert reused["steps"] == profile.sft_steps and reused["train_seconds"] == info["train_seconds"]
+    assert reused["memory_probe_steps"] == min(qlora.MEMORY_PROBE_STEPS, profile.sft_steps) == len(reused["rss_by_step"])
+    assert reused["peak_rss_mb"] > 100
+
+    info["settings"]["sft_learning_rate"] *= 2  # as if 01 had been run with another learning rate
+    (folder / "train_info.json").write_text(json.dumps(info))
+    retrained = qlora.lora_run(profile)
+    assert "other settings" in capsys.readouterr().out and "memory_probe_steps" not in retrained

@@ -161,3 +161,26 @@ def test_calibration_sources(tmp_path):
     assert len(chat) == profile.quant_calibration_samples and "<|im_start|>" in chat[0]
     with pytest.raises(quant.QuantError, match="Unknown calibration source"):
         quant.calibration_texts(profile, "c4")
+
+
+def test_dequantized_weight_cache_same_outputs_and_restored(tmp_path):
+    """The cache used for quality measurements changes no output, is used inside the block and is gone after."""
+    from helpers.models import tiny_model_dir
+
+    profile = get_profile("tiny")
+    tok = models.load_tokenizer(profile)
+    out = tmp_path / "gptq_w3"
+    quant.gptqmodel_quantize(tiny_model_dir(), out, "gptq", 3, profile.quant_group_size,
+                             text.stdlib_samples("calibration", 8))
+    model = models.load_model(profile, str(out))
+    layers = [m for m in model.modules() if hasattr(m, "_cache_enabled")]
+    assert layers, "GPTQModel's torch kernel layers no longer have the `_cache_enabled` flag this helper sets"
+    ids = tok("def f(x): return x", return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = model(ids).logits
+        with quant.dequantized_weight_cache(model):
+            assert all(m._cache_enabled for m in layers)
+            first, second = model(ids).logits, model(ids).logits   # the second call reads the cache
+            assert all(m._cached_weights for m in layers)
+        assert not any(m._cache_enabled or m._cached_weights for m in layers)
+    assert torch.equal(plain, first) and torch.equal(plain, second)
