@@ -360,7 +360,7 @@ def ensure_dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | Non
     if not (adapter / "adapter_config.json").is_file():
         print(f"No DPO adapter for profile '{profile.name}' at {adapter}: training one now (as notebook 02 does).")
         trainer = train_dpo(profile, load_model(profile, str(sft_dir)), tokenizer, preference_rows(profile, "dpo_train"))
-        save_adapter(trainer, profile, name="dpo", info={"train_seconds": trainer.train_seconds})
+        save_adapter(trainer, profile, name="dpo")
     return ensure_merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 
