@@ -5,7 +5,8 @@ trainings inside one notebook kernel would charge the second with the first one'
 therefore calls :func:`train_isolated`, which runs ``python -m helpers.qlora <kind>`` in a subprocess and
 reads back a small JSON report: peak RSS (and peak CUDA memory on GPU), the peak reached by each step,
 seconds, loss history, trainable parameters, and where the adapter was saved. The LoRA run is notebook 01's
-own when its recorded settings match (:func:`lora_run`); then only its memory is measured again, by a short run.
+own when its recorded settings match (:func:`lora_run`). Peak memory is compared by :func:`memory_probe`,
+the same short run on the longest rows for both kinds.
 """
 
 from __future__ import annotations
@@ -68,15 +69,22 @@ def dequantized_copy(quantized, full_precision):
     return full_precision
 
 
+def longest_rows(rows: list[dict], n: int) -> list[dict]:
+    """The ``n`` longest training rows (characters of prompt + completion): batches drawn only from them have
+    the largest shapes any batch of the full run can have, so a short run on them reaches the run's peak memory."""
+    return sorted(rows, key=lambda r: len(json.dumps([r["prompt"], r["completion"]])), reverse=True)[:n]
+
+
 def _train(kind: str, max_steps: int | None = None) -> dict:
     """Train one adapter in this process and return its report (run by the subprocess). With ``max_steps``
-    it is a short memory probe: the adapter is not saved."""
+    it is a memory probe: that many steps on the longest rows (:func:`longest_rows`); no adapter is saved."""
     import threading
     import time
 
     from transformers import TrainerCallback
 
     from . import setup
+    from .data import sft_rows
     from .models import load_tokenizer
     from .results import peak_rss_mb
     from .training import run_record, save_adapter, train_sft_lora
@@ -102,8 +110,11 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(profile)
     model = load_for_training(profile, kind)
-    overrides = {"max_steps": max_steps} if max_steps else {}
-    trainer = train_sft_lora(profile, model, tokenizer, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
+    rows, overrides = sft_rows(profile), {}
+    if max_steps:
+        rows = longest_rows(rows, max_steps * profile.train_batch_size * profile.grad_accum)
+        overrides = {"max_steps": max_steps}
+    trainer = train_sft_lora(profile, model, tokenizer, rows, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
                              callbacks=[PeakSoFar()], **overrides)
     stop.set()
     sampler.join()
@@ -121,10 +132,10 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
 
 def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 3600) -> dict:
     """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report; ``max_steps``
-    makes it a short memory probe that saves no adapter."""
+    makes it a memory probe on the longest rows that saves no adapter (see :func:`memory_probe`)."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
-    report = outputs_dir("06_qlora") / f"{kind}_report.json"
+    report = outputs_dir("06_qlora") / f"{kind}{'_probe' if max_steps else ''}_report.json"
     report.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     args = [sys.executable, "-m", "helpers.qlora", kind, str(report)] + ([str(max_steps)] if max_steps else [])
@@ -135,16 +146,24 @@ def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 360
     return json.loads(Path(report).read_text())
 
 
-MEMORY_PROBE_STEPS = 8  # steps of the LoRA memory probe: the peak is reached after the first optimizer step
+MEMORY_PROBE_STEPS = 8  # steps of the memory probe, each a batch of the longest training rows
+
+
+def memory_probe(kind: str, steps: int = MEMORY_PROBE_STEPS) -> dict:
+    """Peak memory of training ``kind``, measured the same way for both kinds: a fresh process trains
+    ``steps`` steps on the longest rows only (:func:`longest_rows`). Memory grows with the largest batch a run
+    has met, so this reaches the full run's peak without running it; compare it with a full run's
+    ``peak_rss_mb`` to check. Returns the subprocess report."""
+    return train_isolated(kind, max_steps=steps)
 
 
 def lora_run(profile: Profile) -> dict:
     """The LoRA side of the comparison, as a report like :func:`train_isolated`'s.
 
     Notebook 01 already trained this exact run (same rows, steps and LoRA settings as the QLoRA run here), so
-    when its adapter's recorded settings equal this profile's, its adapter, loss history and time are reused,
-    and only the peak memory, a property of a fresh process, is measured by a :data:`MEMORY_PROBE_STEPS`-step
-    run in a subprocess. Otherwise (01 not run, or run with other settings) LoRA is trained here in full.
+    when its adapter's recorded settings equal this profile's, its adapter, loss history and time are reused
+    (its peak memory belongs to the notebook's kernel, so measure memory with :func:`memory_probe`). Otherwise
+    (01 not run, or run with other settings) LoRA is trained here in full, in a fresh process.
     """
     from .data import sft_rows
     from .training import adapter_dir, sft_settings, train_info
@@ -156,13 +175,9 @@ def lora_run(profile: Profile) -> dict:
         why = "notebook 01 has not saved an adapter" if not info else "notebook 01's adapter was trained with other settings"
         print(f"LoRA: {why}; training it here with the profile's settings.")
         return train_isolated("lora")
-    steps = min(MEMORY_PROBE_STEPS, profile.sft_steps)
-    probe = train_isolated("lora", max_steps=steps)
-    print(f"LoRA: notebook 01's run reused ({folder}); peak memory from a {steps}-step run in a fresh process.")
+    print(f"LoRA: notebook 01's run, trained with these settings, is reused ({folder}).")
     keep = ("steps", "train_seconds", "seconds_per_step", "trainable_params", "total_params", "log_history")
-    return {"kind": "lora", **{k: info[k] for k in keep}, "adapter": str(folder),
-            **{k: probe[k] for k in ("peak_rss_mb", "peak_cuda_mb", "rss_by_step")},
-            "memory_probe_steps": steps}
+    return {"kind": "lora", **{k: info[k] for k in keep}, "adapter": str(folder), "trained_in": "notebook 01"}
 
 
 if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json> [max_steps]
