@@ -4,9 +4,9 @@ Peak memory is a property of a whole process (the allocator rarely gives memory 
 trainings inside one notebook kernel would charge the second with the first one's leftovers. The notebook
 therefore calls :func:`train_isolated`, which runs ``python -m helpers.qlora <kind>`` in a subprocess and
 reads back a small JSON report: peak RSS (and peak CUDA memory on GPU), the peak reached by each step,
-seconds, loss history, trainable parameters, and where the adapter was saved. The LoRA run is notebook 01's
-own when its recorded settings match (:func:`lora_run`). Peak memory is compared by :func:`memory_probe`,
-the same short run on the longest rows for both kinds.
+seconds, loss history, trainable parameters, and where the adapter was saved. The LoRA run repeats notebook
+01's training (the same adapter, bit for bit) because its peak memory has to be measured in a fresh process
+too: a shorter run does not reach the peak (in our runs RSS kept rising until step 20-25 of 60, see ``rss_by_step``).
 """
 
 from __future__ import annotations
@@ -69,22 +69,15 @@ def dequantized_copy(quantized, full_precision):
     return full_precision
 
 
-def longest_rows(rows: list[dict], n: int) -> list[dict]:
-    """The ``n`` longest training rows (characters of prompt + completion): batches drawn only from them have
-    the largest shapes any batch of the full run can have, so a short run on them reaches the run's peak memory."""
-    return sorted(rows, key=lambda r: len(json.dumps([r["prompt"], r["completion"]])), reverse=True)[:n]
-
-
 def _train(kind: str, max_steps: int | None = None) -> dict:
-    """Train one adapter in this process and return its report (run by the subprocess). With ``max_steps``
-    it is a memory probe: that many steps on the longest rows (:func:`longest_rows`); no adapter is saved."""
+    """Train one adapter in this process and return its report (run by the subprocess). ``max_steps`` makes
+    a shorter run (for tests) that saves no adapter."""
     import threading
     import time
 
     from transformers import TrainerCallback
 
     from . import setup
-    from .data import sft_rows
     from .models import load_tokenizer
     from .results import peak_rss_mb
     from .training import run_record, save_adapter, train_sft_lora
@@ -110,11 +103,8 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(profile)
     model = load_for_training(profile, kind)
-    rows, overrides = sft_rows(profile), {}
-    if max_steps:
-        rows = longest_rows(rows, max_steps * profile.train_batch_size * profile.grad_accum)
-        overrides = {"max_steps": max_steps}
-    trainer = train_sft_lora(profile, model, tokenizer, rows, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
+    overrides = {"max_steps": max_steps} if max_steps else {}
+    trainer = train_sft_lora(profile, model, tokenizer, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
                              callbacks=[PeakSoFar()], **overrides)
     stop.set()
     sampler.join()
@@ -132,7 +122,7 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
 
 def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 3600) -> dict:
     """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report; ``max_steps``
-    makes it a memory probe on the longest rows that saves no adapter (see :func:`memory_probe`)."""
+    makes a shorter run that saves no adapter."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
     report = outputs_dir("06_qlora") / f"{kind}{'_probe' if max_steps else ''}_report.json"
@@ -144,40 +134,6 @@ def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 360
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"Training '{kind}' in a subprocess failed (exit {proc.returncode}). Last lines:\n{tail}")
     return json.loads(Path(report).read_text())
-
-
-MEMORY_PROBE_STEPS = 8  # steps of the memory probe, each a batch of the longest training rows
-
-
-def memory_probe(kind: str, steps: int = MEMORY_PROBE_STEPS) -> dict:
-    """Peak memory of training ``kind``, measured the same way for both kinds: a fresh process trains
-    ``steps`` steps on the longest rows only (:func:`longest_rows`). Memory grows with the largest batch a run
-    has met, so this reaches the full run's peak without running it; compare it with a full run's
-    ``peak_rss_mb`` to check. Returns the subprocess report."""
-    return train_isolated(kind, max_steps=steps)
-
-
-def lora_run(profile: Profile) -> dict:
-    """The LoRA side of the comparison, as a report like :func:`train_isolated`'s.
-
-    Notebook 01 already trained this exact run (same rows, steps and LoRA settings as the QLoRA run here), so
-    when its adapter's recorded settings equal this profile's, its adapter, loss history and time are reused
-    (its peak memory belongs to the notebook's kernel, so measure memory with :func:`memory_probe`). Otherwise
-    (01 not run, or run with other settings) LoRA is trained here in full, in a fresh process.
-    """
-    from .data import sft_rows
-    from .training import adapter_dir, sft_settings, train_info
-
-    folder = adapter_dir(profile)
-    info = train_info(folder)
-    wanted = json.loads(json.dumps(sft_settings(profile, sft_rows(profile)), default=str))
-    if info.get("settings") != wanted or not info.get("log_history"):
-        why = "notebook 01 has not saved an adapter" if not info else "notebook 01's adapter was trained with other settings"
-        print(f"LoRA: {why}; training it here with the profile's settings.")
-        return train_isolated("lora")
-    print(f"LoRA: notebook 01's run, trained with these settings, is reused ({folder}).")
-    keep = ("steps", "train_seconds", "seconds_per_step", "trainable_params", "total_params", "log_history")
-    return {"kind": "lora", **{k: info[k] for k in keep}, "adapter": str(folder), "trained_in": "notebook 01"}
 
 
 if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json> [max_steps]

@@ -66,34 +66,8 @@ def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
         qlora.dequantized_copy(nf4, models.load_model(profile))
 
 
-def test_lora_run_reuses_notebook_01_only_when_trained_with_the_same_settings(tmp_path, monkeypatch, capsys):
-    import json
-
+def test_a_shorter_run_saves_no_adapter(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
-    profile = get_profile("tiny")
-    alone = qlora.lora_run(profile)  # notebook 01 has not run: LoRA is trained here in full
-    assert "has not saved an adapter" in capsys.readouterr().out
-    assert alone["steps"] == profile.sft_steps and alone["peak_rss_mb"] > 100 and "trained_in" not in alone
-
-    folder = training.ensure_sft_adapter(profile)  # what notebook 01 leaves behind
-    reused = qlora.lora_run(profile)
-    assert "is reused" in capsys.readouterr().out
-    info = training.train_info(folder)
-    assert reused["adapter"] == str(folder) and reused["log_history"] == info["log_history"]
-    assert reused["steps"] == profile.sft_steps and reused["train_seconds"] == info["train_seconds"]
-    assert reused["trained_in"] == "notebook 01"
-
-    info["settings"]["sft_learning_rate"] *= 2  # as if 01 had been run with another learning rate
-    (folder / "train_info.json").write_text(json.dumps(info))
-    retrained = qlora.lora_run(profile)
-    assert "other settings" in capsys.readouterr().out and "trained_in" not in retrained
-
-
-def test_longest_rows_and_memory_probe(tmp_path, monkeypatch):
-    rows = [{"prompt": "p" * n, "completion": "c"} for n in (5, 50, 1, 20)]
-    assert [len(r["prompt"]) for r in qlora.longest_rows(rows, 2)] == [50, 20]
-    monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
-    probe = qlora.memory_probe("lora", steps=3)
-    assert probe["steps"] == 3 == len(probe["rss_by_step"]) and probe["adapter"] is None
-    assert probe["peak_rss_mb"] > 100
+    short = qlora.train_isolated("lora", max_steps=2)
+    assert short["steps"] == 2 == len(short["rss_by_step"]) and short["adapter"] is None
     assert not (training.adapter_dir(get_profile("tiny"), "06_lora") / "adapter_config.json").exists()
