@@ -6,7 +6,8 @@ therefore calls :func:`train_isolated`, which runs ``python -m helpers.qlora <ki
 reads back a small JSON report: peak RSS (and peak CUDA memory on GPU), the peak reached by each step,
 seconds, loss history, trainable parameters, and where the adapter was saved. The LoRA run repeats notebook
 01's training (the same adapter, bit for bit) because its peak memory has to be measured in a fresh process
-too: a shorter run does not reach the peak (in our runs RSS kept rising until step 20-25 of 60, see ``rss_by_step``).
+too: a shorter run does not reach the peak (in our runs RSS was still rising at steps 25 to 60 of 60, see
+``rss_by_step``).
 """
 
 from __future__ import annotations
