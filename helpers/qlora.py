@@ -94,7 +94,7 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
             with open("/proc/self/statm") as f:
                 peak["rss"] = max(peak["rss"], int(f.read().split()[1]) * page / 1e6)
 
-    class PeakSoFar(TrainerCallback):  # the peak reached by the end of each step: shows when memory levels off
+    class PeakSoFar(TrainerCallback):  # the peak reached by the end of each step: how memory grows
         def on_step_end(self, args, state, control, **kwargs):
             rss_by_step.append(peak["rss"])
 
@@ -126,7 +126,7 @@ def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 360
     makes a shorter run that saves no adapter."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
-    report = outputs_dir("06_qlora") / f"{kind}{'_probe' if max_steps else ''}_report.json"
+    report = outputs_dir("06_qlora") / f"{kind}{'_short' if max_steps else ''}_report.json"
     report.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     args = [sys.executable, "-m", "helpers.qlora", kind, str(report)] + ([str(max_steps)] if max_steps else [])

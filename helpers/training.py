@@ -99,7 +99,7 @@ def train_sft_lora(
         peft_config=peft_config or lora_config(profile),
         callbacks=callbacks,
     )
-    trainer.sft_settings = settings  # recorded by save_adapter: notebook 06 reuses a run only with equal settings
+    trainer.sft_settings = settings  # recorded by save_adapter: what this adapter was trained with
     return run_trainer(trainer)
 
 
