@@ -131,13 +131,11 @@ def measure_variant(
                              desc=f"{name} perplexity")
         report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
                                  desc=f"{name} skills", autocast=autocast)
-        if preference_pairs:
-            pref = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
     metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": memory}
     if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
-    if preference_pairs:
-        metrics["preference_accuracy"] = pref
+    if preference_pairs:  # uses the cache itself
+        metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
     if load_seconds is not None:

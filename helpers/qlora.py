@@ -70,9 +70,8 @@ def dequantized_copy(quantized, full_precision):
     return full_precision
 
 
-def _train(kind: str, max_steps: int | None = None) -> dict:
-    """Train one adapter in this process and return its report (run by the subprocess). ``max_steps`` makes
-    a shorter run (for tests) that saves no adapter."""
+def _train(kind: str) -> dict:
+    """Train one adapter in this process and return its report (run by the subprocess)."""
     import threading
     import time
 
@@ -104,39 +103,37 @@ def _train(kind: str, max_steps: int | None = None) -> dict:
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(profile)
     model = load_for_training(profile, kind)
-    overrides = {"max_steps": max_steps} if max_steps else {}
     trainer = train_sft_lora(profile, model, tokenizer, output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"),
-                             callbacks=[PeakSoFar()], **overrides)
+                             callbacks=[PeakSoFar()])
     stop.set()
     sampler.join()
-    folder = None if max_steps else save_adapter(trainer, profile, name=f"06_{kind}")
+    folder = save_adapter(trainer, profile, name=f"06_{kind}")
     return {
         "kind": kind,
         **run_record(trainer),
         "peak_rss_mb": peak["rss"] or peak_rss_mb(),  # the process-wide peak if no sample was taken
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
         "rss_by_step": rss_by_step,
-        "adapter": None if folder is None else str(folder),
+        "adapter": str(folder),
         "when": time.time(),
     }
 
 
-def train_isolated(kind: str, max_steps: int | None = None, timeout_s: int = 3600) -> dict:
-    """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report; ``max_steps``
-    makes a shorter run that saves no adapter."""
+def train_isolated(kind: str, timeout_s: int = 3600) -> dict:
+    """Train ``kind`` ("lora" or "qlora") in a fresh Python process and return its report."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
-    report = outputs_dir("06_qlora") / f"{kind}{'_short' if max_steps else ''}_report.json"
+    report = outputs_dir("06_qlora") / f"{kind}_report.json"
     report.unlink(missing_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    args = [sys.executable, "-m", "helpers.qlora", kind, str(report)] + ([str(max_steps)] if max_steps else [])
-    proc = subprocess.run(args, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run([sys.executable, "-m", "helpers.qlora", kind, str(report)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0 or not report.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise RuntimeError(f"Training '{kind}' in a subprocess failed (exit {proc.returncode}). Last lines:\n{tail}")
     return json.loads(Path(report).read_text())
 
 
-if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json> [max_steps]
-    result = _train(sys.argv[1], int(sys.argv[3]) if len(sys.argv) > 3 else None)
+if __name__ == "__main__":  # python -m helpers.qlora <kind> <report.json>
+    result = _train(sys.argv[1])
     Path(sys.argv[2]).write_text(json.dumps(result, default=float))

@@ -89,7 +89,6 @@ def train_sft_lora(
     """
     rows = sft_rows(profile) if rows is None else rows
     require_columns(rows, ("prompt", "completion"), name="SFT training data")
-    settings = sft_settings(profile, rows, peft_config, config_overrides)
     output_dir = output_dir or outputs_dir("trainer", f"sft_{profile.name}")
     trainer = SFTTrainer(
         model=model,
@@ -99,34 +98,17 @@ def train_sft_lora(
         peft_config=peft_config or lora_config(profile),
         callbacks=callbacks,
     )
-    trainer.sft_settings = settings  # recorded by save_adapter: what this adapter was trained with
     return run_trainer(trainer)
 
 
-SFT_PROFILE_FIELDS = ("model_id", "precision", "max_length", "train_batch_size", "grad_accum", "sft_steps",
-                      "sft_learning_rate", "lora_r", "lora_alpha", "gradient_checkpointing")
-
-
-def sft_settings(profile: Profile, rows: list[dict], peft_config: LoraConfig | None = None,
-                 overrides: dict | None = None) -> dict:
-    """What decides an SFT run's result: the profile's training fields, a digest of the training rows, and any
-    non-default LoRA config or trainer overrides. Two runs with equal settings train the same adapter."""
-    import hashlib
-
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {**{f: getattr(profile, f) for f in SFT_PROFILE_FIELDS}, "rows_sha256": digest,
-            "peft_config": None if peft_config is None else repr(peft_config),
-            "overrides": json.loads(json.dumps(overrides or {}, sort_keys=True, default=str))}
-
-
 def run_record(trainer) -> dict:
-    """What a finished SFT run leaves to read later: settings, steps, seconds, loss history, trainable parameters."""
+    """What a finished run leaves to read later: steps, seconds, loss history, trainable parameters."""
     from .models import count_parameters
 
     steps = trainer.state.global_step
     seconds = getattr(trainer, "train_seconds", None)
     trainable, total = count_parameters(trainer.model)
-    return {"settings": getattr(trainer, "sft_settings", None), "steps": steps, "train_seconds": seconds,
+    return {"steps": steps, "train_seconds": seconds,
             "seconds_per_step": seconds / max(1, steps) if seconds is not None else None,
             "trainable_params": trainable, "total_params": total, "log_history": trainer.state.log_history}
 
@@ -157,19 +139,13 @@ def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
 
 def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None) -> Path:
     """Save the trained adapter atomically under :func:`adapter_dir`, with a ``train_info.json`` holding
-    :func:`run_record` (settings, steps, time, loss history) and ``info``."""
+    :func:`run_record` (steps, time, loss history) and ``info``."""
     target = adapter_dir(profile, name)
     with atomic_folder(target) as tmp:
         trainer.model.save_pretrained(tmp)
         record = {"profile": profile.name, **run_record(trainer), **(info or {})}
         (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
     return target
-
-
-def train_info(path: str | Path) -> dict:
-    """The ``train_info.json`` that :func:`save_adapter` wrote next to an adapter (empty if there is none)."""
-    file = Path(path) / "train_info.json"
-    return json.loads(file.read_text()) if file.is_file() else {}
 
 
 def missing_adapter_message(path: Path, name: str = "sft_lora") -> str:
