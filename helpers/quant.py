@@ -225,12 +225,17 @@ def probe_layer(model: nn.Module) -> str:
 
 def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[str]:
     """Calibration passages: ``"stdlib"`` (generic English prose, disjoint from the perplexity text) or
-    ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``)."""
-    n, chars = profile.quant_calibration_samples, profile.quant_calibration_chars
-    if source == "stdlib":
-        from .text import stdlib_samples
+    ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``).
 
-        return [s[:chars] for s in stdlib_samples("calibration", n)]
+    The two sets differ only in the kind of text: ``"skills"`` passage *i* is cut to the token count of
+    ``"stdlib"`` passage *i*, so both have the same number of passages and of tokens.
+    """
+    n, chars = profile.quant_calibration_samples, profile.quant_calibration_chars
+    from .text import stdlib_samples
+
+    generic = [s[:chars] for s in stdlib_samples("calibration", n)]
+    if source == "stdlib":
+        return generic
     if source == "skills":
         if tokenizer is None:
             raise QuantError("calibration_texts(source='skills') needs the tokenizer to apply the chat template.")
@@ -238,9 +243,11 @@ def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[s
 
         rows = sft_rows(profile)
         per = max(1, len(rows) // n)
-        # several short conversations per passage, so each passage has a useful length
-        return [tokenizer.apply_chat_template([m for r in rows[i:i + per][:8] for m in r["prompt"] + r["completion"]], tokenize=False)[:chars]
-                for i in range(0, per * n, per)][:n]
+        # several short conversations per passage, so each passage is long enough to cut
+        chats = [tokenizer.apply_chat_template([m for r in rows[i:i + per][:8] for m in r["prompt"] + r["completion"]],
+                                               tokenize=False) for i in range(0, per * n, per)][:n]
+        lengths = [len(tokenizer(g, add_special_tokens=False)["input_ids"]) for g in generic]
+        return [tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"][:k]) for c, k in zip(chats, lengths)]
     raise QuantError(f"Unknown calibration source '{source}'; use 'stdlib' or 'skills'.")
 
 
@@ -271,12 +278,21 @@ def configure_gptqmodel() -> None:
 
 
 def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
-    """A GPTQModel quantization config for ``method`` ("gptq" or "awq"), after checking the settings."""
+    """A GPTQModel quantization config for ``method`` ("gptq" or "awq"), after checking the settings.
+
+    GPTQ defaults to ``true_sequential=False``: every linear layer of a decoder block is quantized on the
+    inputs that the block's earlier, already-quantized blocks produce, in one forward pass per block.
+    GPTQModel's default (``True``) re-runs the block after each group of layers (attention, then MLP) so that
+    later groups also see the quantized earlier groups of their own block: about three more forward passes
+    per block for a second-order correction (notebook 03, exercise 7, compares the two).
+    """
     if method not in METHODS:
         raise QuantError(f"Unknown method '{method}'; use one of {METHODS}.")
     check_settings(bits, group_size)
     from gptqmodel.quantization.config import AWQConfig, GPTQConfig
 
+    if method == "gptq":
+        kwargs.setdefault("true_sequential", False)
     cls = {"gptq": GPTQConfig, "awq": AWQConfig}[method]
     return cls(bits=bits, group_size=group_size, **kwargs)
 

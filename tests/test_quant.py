@@ -125,6 +125,12 @@ def test_unknown_method_and_empty_calibration(tmp_path):
         quant.gptqmodel_quantize(tmp_path, tmp_path / "out", "gptq", 4, 64, [])
 
 
+def test_gptq_config_one_forward_per_block_unless_asked():
+    assert quant.gptqmodel_config("gptq", 4, 64).true_sequential is False
+    assert quant.gptqmodel_config("gptq", 4, 64, true_sequential=True).true_sequential is True
+    assert quant.gptqmodel_config("gptq", 3, 64).bits == 3
+
+
 def test_awq_clip_patch_targets_existing_internals():
     """The clip-search switch patches GPTQModel internals: fail here (not in a notebook) if they move."""
     import inspect
@@ -157,8 +163,12 @@ def test_calibration_sources(tmp_path):
     assert len(generic) == profile.quant_calibration_samples
     assert all(0 < len(t) <= profile.quant_calibration_chars for t in generic)
     assert not set(generic) & set(text.stdlib_samples("eval", 500))
-    chat = quant.calibration_texts(profile, "skills", models.load_tokenizer(profile))
+    tok = models.load_tokenizer(profile)
+    chat = quant.calibration_texts(profile, "skills", tok)
     assert len(chat) == profile.quant_calibration_samples and "<|im_start|>" in chat[0]
+    n_tokens = lambda texts: [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    # the same token budget per passage, so a comparison of the two differs only in the kind of text
+    assert all(abs(c - g) <= 2 for c, g in zip(n_tokens(chat), n_tokens(generic)))
     with pytest.raises(quant.QuantError, match="Unknown calibration source"):
         quant.calibration_texts(profile, "c4")
 
