@@ -25,7 +25,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
-from .evaluation import autocast_context, rate_by
+from .evaluation import (MIN_SHARED_PREFIX, autocast_context, batch_cache, pad_after_prefix, prefix_cache, rate_by,
+                         shared_prefix_length)
 from .paths import outputs_dir
 from .profiles import Profile
 from .training import common_trainer_kwargs, lora_config, run_trainer
@@ -214,17 +215,24 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
                 autocast: bool = False) -> PairScores:
     """Log-probabilities of every pair's chosen and rejected answer under ``model``.
 
-    The same numbers as :func:`completion_logps` on (prompt, chosen) and (prompt, rejected), about twice as fast:
-    the shared prompt (most of the tokens: system prompt and question) goes through the model once per pair, and
-    both answers continue from its key/value cache.
+    The same numbers as :func:`completion_logps` on (prompt, chosen) and (prompt, rejected), about three times
+    as fast: the tokens all prompts start with (the chat template's system prompt) go through the model once,
+    each pair's prompt once, and both answers continue from the key/value cache.
     """
     was_training = model.training
     model.eval()
+    encoded = [(_encode(tokenizer, p["prompt"], p["chosen"]), _encode(tokenizer, p["prompt"], p["rejected"])) for p in pairs]
+    for (ids_c, cut_c), (ids_r, cut_r) in encoded:
+        if ids_c[:cut_c] != ids_r[:cut_r]:
+            raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
+    shared = shared_prefix_length([ids[:cut] for (ids, cut), _ in encoded])
+    shared = shared if shared >= MIN_SHARED_PREFIX else 0
+    prefix = encoded[0][0][0][:shared] if encoded else []
     chosen, rejected = [], []
     try:
+        cache = prefix_cache(model, prefix, autocast) if shared else None
         for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
-            batch = pairs[start:start + batch_size]
-            c, r = _pair_logps(model, tokenizer, batch, autocast)
+            c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache, autocast)
             chosen.append(c)
             rejected.append(r)
     finally:
@@ -232,32 +240,32 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     return PairScores(torch.cat(chosen), torch.cat(rejected))
 
 
+def _positions(mask: torch.Tensor, last: int) -> torch.Tensor:
+    """Position ids of the last ``last`` columns of a padded batch: real tokens counted along each row."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -last:]
+
+
 @torch.no_grad()
-def _pair_logps(model, tokenizer, pairs: Sequence[dict], autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of :func:`score_pairs`: prompts left-padded and run once; each answer continues from a cache
-    cropped back to the prompt. Rotary position embeddings depend only on relative positions, so the left padding
-    (masked out) does not change the scores."""
+def _pair_logps(model, pad: int, encoded: Sequence[tuple[tuple[list[int], int], tuple[list[int], int]]],
+                prefix: Sequence[int], prefix_kv, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of :func:`score_pairs`: the prompts after the shared ``prefix`` (whose cache is ``prefix_kv``)
+    padded so that they all end where the answers begin, run once; each answer continues from a cache cropped
+    back to the prompt. Position ids come from the attention mask, so the padding changes no score."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    encoded = [(_encode(tokenizer, p["prompt"], p["chosen"]), _encode(tokenizer, p["prompt"], p["rejected"])) for p in pairs]
-    prompts = [ids[:cut] for (ids, cut), _ in encoded]
-    if any(ids_r[:cut_r] != prompt for prompt, (_, (ids_r, cut_r)) in zip(prompts, encoded)):
-        raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
-    width = max(map(len, prompts))
-    prompt_ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-    prompt_mask = torch.zeros_like(prompt_ids)
-    for i, ids in enumerate(prompts):  # left padding: every prompt ends where the answers begin
-        prompt_ids[i, width - len(ids):] = torch.tensor(ids)
-        prompt_mask[i, width - len(ids):] = 1
+    shared = len(prefix)
+    prompt_ids, prompt_mask = pad_after_prefix(prefix, [ids[shared:cut] for (ids, cut), _ in encoded], pad)
+    width = prompt_ids.shape[1]
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    cache = batch_cache(prefix_kv, len(encoded)) if prefix_kv is not None else None
     with autocast_context(autocast):
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=prompt_ids[:, shared:], attention_mask=prompt_mask, past_key_values=cache,
+                    position_ids=_positions(prompt_mask, width - shared), use_cache=True, logits_to_keep=1)
     first_logits, cache = out.logits[:, -1:].float(), out.past_key_values
     sums = []
     for side in (0, 1):
         answers = [enc[side][0][enc[side][1]:] for enc in encoded]
         length = max(map(len, answers))
-        answer_ids = torch.full((len(pairs), length), pad, dtype=torch.long)
+        answer_ids = torch.full((len(encoded), length), pad, dtype=torch.long)
         answer_mask = torch.zeros_like(answer_ids)
         for i, ids in enumerate(answers):  # right padding after the answer
             answer_ids[i, : len(ids)] = torch.tensor(ids)
@@ -265,9 +273,10 @@ def _pair_logps(model, tokenizer, pairs: Sequence[dict], autocast: bool) -> tupl
         answer_ids, answer_mask = answer_ids.to(device), answer_mask.to(device)
         if cache.get_seq_length() > width:  # forget the previous answer
             cache.crop(width - cache.get_seq_length())
+        mask = torch.cat([prompt_mask, answer_mask], dim=1)
         with autocast_context(autocast):
-            logits = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask, answer_mask], dim=1),
-                           past_key_values=cache, use_cache=True).logits
+            logits = model(input_ids=answer_ids, attention_mask=mask, past_key_values=cache,
+                           position_ids=_positions(mask, length), use_cache=True).logits
         # position t of the answer is predicted by the token before it: the prompt's last token for t = 0
         predicting = torch.cat([first_logits, logits[:, :-1].float()], dim=1)
         token_logp = torch.log_softmax(predicting, dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)

@@ -151,6 +151,8 @@ def test_shared_prompt_scoring_equals_separate_passes(trained):
     chosen = dpo.completion_logps(model, tok, prompts, [p["chosen"] for p in pairs])
     rejected = dpo.completion_logps(model, tok, prompts, [p["rejected"] for p in pairs])
     assert len({len(dpo._encode(tok, p["prompt"], p["chosen"])[0]) for p in pairs}) > 1
+    prompt_ids = [ids[:cut] for ids, cut in (dpo._encode(tok, p["prompt"], p["chosen"]) for p in pairs)]
+    assert dpo.shared_prefix_length(prompt_ids) >= dpo.MIN_SHARED_PREFIX   # the shared system prompt is cached
     assert torch.allclose(fast.chosen, chosen, atol=1e-4) and torch.allclose(fast.rejected, rejected, atol=1e-4)
 
 

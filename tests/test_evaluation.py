@@ -25,6 +25,24 @@ def test_generate_keeps_order_and_restores_padding_side(tiny):
     assert tok.padding_side == side
 
 
+def test_shared_prefix_length_leaves_a_token_per_row():
+    assert evaluation.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert evaluation.shared_prefix_length([[1, 2], [1, 2, 3]]) == 1   # each row keeps at least one token
+    assert evaluation.shared_prefix_length([[7, 8, 9]]) == 0            # nothing to share with
+    assert evaluation.shared_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+def test_generate_with_prefix_cache_gives_the_same_answers(tiny, monkeypatch):
+    model, tok = tiny
+    prompts = [r["prompt"] for r in load_skills("eval", 10)]
+    token_ids = [tok(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True),
+                     add_special_tokens=False)["input_ids"] for p in prompts]
+    assert evaluation.shared_prefix_length(token_ids) >= evaluation.MIN_SHARED_PREFIX  # the cached path runs
+    cached = evaluation.generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False)
+    monkeypatch.setattr(evaluation, "MIN_SHARED_PREFIX", 10**6)   # every prompt computed in full
+    assert evaluation.generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False) == cached
+
+
 def test_generate_rejects_empty(tiny):
     with pytest.raises(ValueError, match="no prompts"):
         evaluation.generate(*tiny, [])
