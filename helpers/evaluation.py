@@ -89,6 +89,13 @@ def _prompt_messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | list[dict]]) -> list[list[int]]:
+    """Token ids of each prompt (a user message string or a list of chat messages) as the model sees it:
+    through the chat template, ending with the assistant's turn header."""
+    texts = [tokenizer.apply_chat_template(_prompt_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -112,18 +119,14 @@ def generate(
         raise ValueError("generate() got no prompts: pass at least one prompt string or message list.")
     was_training = model.training
     model.eval()
-    texts = [
-        tokenizer.apply_chat_template(_prompt_messages(p), tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
-    token_ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    token_ids = prompt_token_ids(tokenizer, prompts)
     # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
     shared = shared_prefix_length(token_ids)
     shared = shared if shared >= MIN_SHARED_PREFIX else 0
     prefix = token_ids[0][:shared]
     # Sort by length so each batch pads little; restore the order at the end.
-    order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
-    outputs: list[str] = [""] * len(texts)
+    order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
+    outputs: list[str] = [""] * len(token_ids)
     device = next(model.parameters()).device
     try:
         cache = prefix_cache(model, prefix, autocast) if shared else None

@@ -35,9 +35,7 @@ def test_shared_prefix_length_leaves_a_token_per_row():
 def test_generate_with_prefix_cache_gives_the_same_answers(tiny, monkeypatch):
     model, tok = tiny
     prompts = [r["prompt"] for r in load_skills("eval", 10)]
-    token_ids = [tok(tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True),
-                     add_special_tokens=False)["input_ids"] for p in prompts]
-    assert evaluation.shared_prefix_length(token_ids) >= evaluation.MIN_SHARED_PREFIX  # the cached path runs
+    assert evaluation.shared_prefix_length(evaluation.prompt_token_ids(tok, prompts)) >= evaluation.MIN_SHARED_PREFIX
     cached = evaluation.generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False)
     monkeypatch.setattr(evaluation, "MIN_SHARED_PREFIX", 10**6)   # every prompt computed in full
     assert evaluation.generate(model, tok, prompts, max_new_tokens=8, batch_size=4, progress=False) == cached
