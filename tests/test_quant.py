@@ -125,6 +125,20 @@ def test_unknown_method_and_empty_calibration(tmp_path):
         quant.gptqmodel_quantize(tmp_path, tmp_path / "out", "gptq", 4, 64, [])
 
 
+def test_quantization_failing_in_its_child_process_says_where_the_log_is(tmp_path):
+    """GPTQModel runs in a child process: its failure must come back as a QuantError naming the log."""
+    import shutil
+
+    from helpers.models import tiny_model_dir
+
+    broken = tmp_path / "config_only"
+    broken.mkdir()
+    shutil.copy(tiny_model_dir() / "config.json", broken / "config.json")   # no weights, no tokenizer
+    with pytest.raises(quant.QuantError, match="failed in its child process") as err:
+        quant.gptqmodel_quantize(broken, tmp_path / "out", "gptq", 4, 32, text.stdlib_samples("calibration", 2))
+    assert str(tmp_path / "out.log") in str(err.value) and not (tmp_path / "out").exists()
+
+
 def test_gptq_config_one_forward_per_block_unless_asked():
     assert quant.gptqmodel_config("gptq", 4, 64).true_sequential is False
     assert quant.gptqmodel_config("gptq", 4, 64, true_sequential=True).true_sequential is True
