@@ -25,8 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
 from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
-from .evaluation import (MIN_SHARED_PREFIX, autocast_context, batch_cache, pad_after_prefix, prefix_cache, rate_by,
-                         shared_prefix_length)
+from .evaluation import autocast_context, batch_cache, pad_after_prefix, rate_by, shared_prefix_cache
 from .paths import outputs_dir
 from .profiles import Profile
 from .training import common_trainer_kwargs, lora_config, run_trainer
@@ -225,12 +224,9 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     for (ids_c, cut_c), (ids_r, cut_r) in encoded:
         if ids_c[:cut_c] != ids_r[:cut_r]:
             raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
-    shared = shared_prefix_length([ids[:cut] for (ids, cut), _ in encoded])
-    shared = shared if shared >= MIN_SHARED_PREFIX else 0
-    prefix = encoded[0][0][0][:shared] if encoded else []
     chosen, rejected = [], []
     try:
-        cache = prefix_cache(model, prefix, autocast) if shared else None
+        prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded], autocast)
         for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
             c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache, autocast)
             chosen.append(c)

@@ -60,6 +60,17 @@ def prefix_cache(model: PreTrainedModel, prefix: Sequence[int], autocast: bool =
         return model(input_ids=ids, use_cache=True).past_key_values
 
 
+def shared_prefix_cache(model: PreTrainedModel, token_lists: Sequence[Sequence[int]],
+                        autocast: bool = False) -> tuple[list[int], object | None]:
+    """The prefix every list of token ids starts with and its key/value cache, or ``([], None)`` when the
+    shared part is shorter than :data:`MIN_SHARED_PREFIX` tokens (then every row is computed in full)."""
+    shared = shared_prefix_length(token_lists)
+    if shared < MIN_SHARED_PREFIX:
+        return [], None
+    prefix = list(token_lists[0][:shared])
+    return prefix, prefix_cache(model, prefix, autocast)
+
+
 def batch_cache(cache, batch_size: int):
     """A copy of a batch-of-one ``cache`` repeated ``batch_size`` times (the original stays untouched)."""
     cache = copy.deepcopy(cache)
@@ -120,19 +131,16 @@ def generate(
     was_training = model.training
     model.eval()
     token_ids = prompt_token_ids(tokenizer, prompts)
-    # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
-    shared = shared_prefix_length(token_ids)
-    shared = shared if shared >= MIN_SHARED_PREFIX else 0
-    prefix = token_ids[0][:shared]
     # Sort by length so each batch pads little; restore the order at the end.
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     outputs: list[str] = [""] * len(token_ids)
     device = next(model.parameters()).device
     try:
-        cache = prefix_cache(model, prefix, autocast) if shared else None
+        # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
+        prefix, cache = shared_prefix_cache(model, token_ids, autocast)
         for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
             idx = order[start : start + batch_size]
-            input_ids, mask = pad_after_prefix(prefix, [token_ids[i][shared:] for i in idx], tokenizer.pad_token_id)
+            input_ids, mask = pad_after_prefix(prefix, [token_ids[i][len(prefix):] for i in idx], tokenizer.pad_token_id)
             with autocast_context(autocast):
                 out = model.generate(
                     input_ids=input_ids.to(device),

@@ -82,6 +82,12 @@ def fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def helper_env() -> dict[str, str]:
+    """This process's environment with the repository root on ``PYTHONPATH``, for ``python -m helpers.<module>``
+    child processes (notebook 06's isolated trainings, GPTQModel's quantizations)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import REPO_ROOT, outputs_dir
+from .paths import REPO_ROOT, helper_env, outputs_dir
 from .profiles import Profile
 
 KINDS = ("lora", "qlora")
@@ -125,8 +125,7 @@ def train_isolated(kind: str, timeout_s: int = 3600) -> dict:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
     report = outputs_dir("06_qlora") / f"{kind}_report.json"
     report.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "helpers.qlora", kind, str(report)], cwd=REPO_ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "helpers.qlora", kind, str(report)], cwd=REPO_ROOT, env=helper_env(),
                           capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0 or not report.is_file():
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])

@@ -427,13 +427,12 @@ def gptqmodel_quantize(
     backend=None,
     awq_clip: bool = True,
     awq_clip_tokens: int = 512,
-    isolated: bool = True,
     **config_kwargs,
 ) -> float:
     """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
     seconds spent.
 
-    With ``isolated`` (the default) GPTQModel runs in a fresh child process. Its worker threads pin
+    GPTQModel runs in a fresh child process (``python -m helpers.quant``). Its worker threads pin
     themselves to CPU cores and stay alive after quantizing; on a 2-core machine that left everything the
     notebook computed afterwards about a quarter slower (same evaluation: 9.5-10.2 s before a quantization
     in the same process, 12.7 s after). The progress bar and the error messages stay in the notebook.
@@ -455,8 +454,6 @@ def gptqmodel_quantize(
                 calibration=list(calibration), batch_size=batch_size, backend=str(getattr(backend, "name", backend)).upper(),
                 awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs)
     with _library_log(log_path, f"{method.upper()} w{bits} g{group_size}", n_layers):
-        if not isolated:
-            return _quantize(**args)
         return _quantize_in_child(args, log_path)
 
 
@@ -467,15 +464,14 @@ def _quantize_in_child(args: dict, log_path: Path) -> float:
     import sys
     import tempfile
 
-    from .paths import REPO_ROOT
+    from .paths import helper_env
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"
         args_path.write_text(json.dumps(args))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
         with open(log_path, "a") as log:
             code = subprocess.run([sys.executable, "-m", "helpers.quant", str(args_path), str(result_path)],
-                                  cwd=os.getcwd(), env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                                  cwd=os.getcwd(), env=helper_env(), stdout=log, stderr=subprocess.STDOUT).returncode
         if code != 0 or not result_path.is_file():
             tail = "\n".join(log_path.read_text(errors="ignore").strip().splitlines()[-12:])
             raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import dpo
+from helpers import dpo, evaluation
 from helpers.data import DataError
 from helpers.models import load_model_and_tokenizer
 from helpers.profiles import get_profile
@@ -152,7 +152,7 @@ def test_shared_prompt_scoring_equals_separate_passes(trained):
     rejected = dpo.completion_logps(model, tok, prompts, [p["rejected"] for p in pairs])
     assert len({len(dpo._encode(tok, p["prompt"], p["chosen"])[0]) for p in pairs}) > 1
     prompt_ids = [ids[:cut] for ids, cut in (dpo._encode(tok, p["prompt"], p["chosen"]) for p in pairs)]
-    assert dpo.shared_prefix_length(prompt_ids) >= dpo.MIN_SHARED_PREFIX   # the shared system prompt is cached
+    assert evaluation.shared_prefix_length(prompt_ids) >= evaluation.MIN_SHARED_PREFIX   # the shared system prompt is cached
     assert torch.allclose(fast.chosen, chosen, atol=1e-4) and torch.allclose(fast.rejected, rejected, atol=1e-4)
 
 
