@@ -64,6 +64,7 @@ def setup(notebook: str, seed: int = 0) -> Profile:
     tries the network.
     """
     profile = get_profile()
+    os.environ["COURSE_NOTEBOOK"] = notebook  # child processes (helpers.isolated) record who started them
     if not profile.needs_cuda:
         # tiny/cpu run offline by design: no Hub calls (set before transformers is imported by the notebook).
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

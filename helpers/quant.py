@@ -13,6 +13,7 @@ AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at 
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from .isolated import follow_log
 from .paths import atomic_folder
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -377,45 +379,6 @@ def dequantized_weight_cache(model: nn.Module):
             m.clear_weight_cache()
 
 
-@contextmanager
-def _library_log(path: Path, desc: str, n_layers: int):
-    """Send GPTQModel's (very detailed) console output to ``path`` and show one progress bar instead.
-
-    The bar follows the "Quantizing layer i of n" lines that GPTQModel writes to the log.
-    """
-    import contextlib
-    import re
-    import sys
-    import threading
-
-    from tqdm.auto import tqdm
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    done = threading.Event()
-    bar = tqdm(total=n_layers, desc=desc, unit="layer")
-
-    def follow() -> None:
-        pattern = re.compile(r"Quantizing layer (\d+) of")
-        while not done.wait(1.0):
-            found = pattern.findall(path.read_text(errors="ignore")) if path.exists() else []
-            if found:
-                bar.n = min(n_layers, int(found[-1]) + 1)
-                bar.refresh()
-
-    watcher = threading.Thread(target=follow, daemon=True)
-    path.write_text("")
-    with open(path, "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # shared with the child
-        watcher.start()
-        try:
-            yield
-        finally:
-            done.set()
-            watcher.join()
-            bar.n = n_layers
-            bar.close()
-    print(f"{desc}: GPTQModel's log is in {path}", file=sys.stdout)
-
-
 def gptqmodel_quantize(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -453,25 +416,24 @@ def gptqmodel_quantize(
     args = dict(model_dir=str(model_dir), out_dir=str(out_dir), method=method, bits=bits, group_size=group_size,
                 calibration=list(calibration), batch_size=batch_size, backend=str(getattr(backend, "name", backend)).upper(),
                 awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs)
-    with _library_log(log_path, f"{method.upper()} w{bits} g{group_size}", n_layers):
-        return _quantize_in_child(args, log_path)
+    desc = f"{method.upper()} w{bits} g{group_size}"
+    with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
+        seconds = _quantize_in_child(args, log_path)
+    print(f"{desc}: GPTQModel's log is in {log_path}")
+    return seconds
 
 
 def _quantize_in_child(args: dict, log_path: Path) -> float:
     """Run :func:`_quantize` in ``python -m helpers.quant`` (output appended to ``log_path``); return its seconds."""
     import json
-    import subprocess
-    import sys
     import tempfile
 
-    from .paths import helper_env
+    from .isolated import run_module
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"
         args_path.write_text(json.dumps(args))
-        with open(log_path, "a") as log:
-            code = subprocess.run([sys.executable, "-m", "helpers.quant", str(args_path), str(result_path)],
-                                  cwd=os.getcwd(), env=helper_env(), stdout=log, stderr=subprocess.STDOUT).returncode
+        code = run_module("helpers.quant", [str(args_path), str(result_path)], log_path)
         if code != 0 or not result_path.is_file():
             tail = "\n".join(log_path.read_text(errors="ignore").strip().splitlines()[-12:])
             raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "

@@ -1,7 +1,8 @@
 """Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``: configs built from the profile.
 
-Notebook 01 calls :func:`train_sft_lora`; later notebooks that need an SFT adapter call
-:func:`ensure_sft_adapter`, which reuses ``outputs/sft_lora/<profile>`` or trains it the same way.
+Notebook 01 runs :func:`train_sft_lora` in a fresh process (:func:`helpers.isolated.train_isolated`); later
+notebooks that need an SFT adapter call :func:`ensure_sft_adapter`, which reuses ``outputs/sft_lora/<profile>``
+or trains it the same way.
 """
 
 from __future__ import annotations
@@ -158,16 +159,16 @@ def missing_adapter_message(path: Path, name: str = "sft_lora") -> str:
 
 
 def ensure_sft_adapter(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """Return the folder of this profile's SFT LoRA adapter, training it first if it is missing."""
-    from .models import load_model, load_tokenizer
-
+    """Return the folder of this profile's SFT LoRA adapter, training it first if it is missing (in a fresh
+    process, as notebook 01 does: :func:`helpers.isolated.train_isolated`). ``tokenizer`` is accepted for
+    symmetry with the other ``ensure_*`` helpers; the training process loads its own."""
     target = adapter_dir(profile)
     if (target / "adapter_config.json").is_file():
         return target
-    print(f"No SFT adapter for profile '{profile.name}' at {target}: training one now (as notebook 01 does).")
-    tokenizer = tokenizer or load_tokenizer(profile)
-    trainer = train_sft_lora(profile, load_model(profile), tokenizer)
-    return save_adapter(trainer, profile)
+    print(f"No SFT adapter for profile '{profile.name}' at {target}: training one now, as notebook 01 does.")
+    from .isolated import train_isolated
+
+    return Path(train_isolated(profile, "lora")["adapter"])
 
 
 def ensure_merged(profile: Profile, adapter: Path, name: str, base_path: str | None = None,

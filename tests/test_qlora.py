@@ -37,19 +37,6 @@ def test_qlora_base_is_frozen_nf4_and_unknown_kind_is_refused():
     assert not any(p.requires_grad for p in model.parameters())
     with pytest.raises(ValueError, match="Unknown kind"):
         qlora.load_for_training(profile, "int4-lora")
-    with pytest.raises(ValueError, match="Unknown kind"):
-        qlora.train_isolated("int4-lora")
-
-
-def test_train_isolated_reports_memory_time_and_saves_an_adapter():
-    report = qlora.train_isolated("qlora")
-    assert report["steps"] == get_profile("tiny").sft_steps
-    assert report["peak_rss_mb"] > 100 and report["train_seconds"] > 0
-    assert len(report["rss_by_step"]) == report["steps"] and report["rss_by_step"][-1] <= report["peak_rss_mb"]
-    assert report["rss_by_step"] == sorted(report["rss_by_step"])  # the peak so far, step by step
-    assert 0 < report["trainable_params"] < report["total_params"]
-    assert any("loss" in h for h in report["log_history"])
-    assert (training.adapter_dir(get_profile("tiny"), "06_qlora") / "adapter_config.json").is_file()
 
 
 def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
