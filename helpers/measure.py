@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -115,23 +115,32 @@ def measure_variant(
     autocast: bool = False,
     speed: bool = True,
     preference_pairs: Sequence[dict] | None = None,
-) -> tuple[dict[str, float], SkillReport]:
+    skip: Collection[str] = (),
+) -> tuple[dict[str, float], SkillReport | None]:
     """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant.
 
     With ``preference_pairs`` it also gives the preference accuracy: the fraction of pairs where the model
-    makes the chosen answer more likely than the rejected one (as in notebook 02).
+    makes the chosen answer more likely than the rejected one (as in notebook 02). ``skip`` names metrics
+    not to measure (``"perplexity"``, ``"skill_accuracy"``: see :meth:`Harness.record`); the skill report is
+    ``None`` when the skill accuracy is skipped.
     """
     from .quant import dir_size_mb
 
+    unknown = set(skip) - {"perplexity", "skill_accuracy"}
+    if unknown:
+        raise ValueError(f"Cannot skip {sorted(unknown)}: only 'perplexity' and 'skill_accuracy' can be taken from elsewhere.")
     model.eval()
-    memory = footprint_mb(model)  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
+    metrics = {"footprint_mb": footprint_mb(model)}  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
+    report = None
     with dequantized_weight_cache(model):  # same outputs, without unpacking GPTQ weights on every call
-        with autocast_context(autocast):
-            ppl = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens,
-                             desc=f"{name} perplexity")
-        report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
-                                 desc=f"{name} skills", autocast=autocast)
-    metrics = {"perplexity": ppl, "skill_accuracy": report.accuracy, "footprint_mb": memory}
+        if "perplexity" not in skip:
+            with autocast_context(autocast):
+                metrics["perplexity"] = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens,
+                                                   desc=f"{name} perplexity")
+        if "skill_accuracy" not in skip:
+            report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
+                                     desc=f"{name} skills", autocast=autocast)
+            metrics["skill_accuracy"] = report.accuracy
     if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs:  # uses the cache itself
@@ -161,13 +170,24 @@ class Harness:
     reports: dict[str, SkillReport] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
-    def record(self, name: str, model: PreTrainedModel, **kwargs) -> dict[str, float]:
+    def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
+               **kwargs) -> dict[str, float]:
         """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
-        ``load_seconds``, ``speed``). Returns the variant's metrics."""
-        self.metrics[name], self.reports[name] = measure_variant(
+        ``load_seconds``, ``speed``). Returns the variant's metrics.
+
+        ``adopt=(metrics, source)`` takes the perplexity and/or skill accuracy in ``metrics`` from an earlier
+        notebook's measurement of the same weights, measured the same way (``source`` names it), instead of
+        measuring them again; everything else (memory, speed, load time) is measured here, in this process."""
+        taken = {k: v for k, v in (adopt[0] if adopt else {}).items() if k in ("perplexity", "skill_accuracy")}
+        metrics, report = measure_variant(
             model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
-            preference_pairs=self.preference_pairs, **kwargs)
+            preference_pairs=self.preference_pairs, skip=tuple(taken), **kwargs)
+        self.metrics[name] = {**metrics, **taken}
+        if report is not None:
+            self.reports[name] = report
         self.sources[name] = "measured here"
+        if taken:
+            self.sources[name] += f" ({' and '.join(k.replace('_', ' ') for k in taken)} from {adopt[1]})"
         return self.metrics[name]
 
     def record_or_reuse(self, name: str, load: Callable[[], PreTrainedModel],

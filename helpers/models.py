@@ -144,6 +144,15 @@ def model_path(profile: Profile) -> str:
     return profile.model_id
 
 
+def base_fingerprint(profile: Profile) -> str:
+    """What identifies the profile's base weights in a results file: the content hash of the local model folder
+    (:func:`helpers.paths.fingerprint`), or ``hub:<id>`` for a Hub model."""
+    from .paths import fingerprint
+
+    path = model_path(profile)
+    return fingerprint(path) if Path(path).is_dir() else f"hub:{path}"
+
+
 def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"

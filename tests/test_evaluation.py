@@ -99,3 +99,22 @@ def test_harness_measures_every_variant_alike_and_keeps_reports(tiny):
     assert set(harness.metrics) == set(harness.reports) == {"a"}
     assert got["perplexity"] == pytest.approx(direct["perplexity"]) and got["load_seconds"] == 1.5
     assert len(harness.reports["a"].rows) == len(rows) and "tokens_per_second" not in got
+
+
+def test_harness_adopts_quality_numbers_but_measures_the_rest_here(tiny, monkeypatch):
+    from helpers import measure, text
+
+    model, tok = tiny
+    profile = get_profile("tiny")
+    harness = measure.Harness(tok, profile, load_skills("eval", 6), text.stdlib_text("eval", 4000), autocast=True)
+    calls = []
+    monkeypatch.setattr(measure, "evaluate_skills", lambda *a, **k: calls.append("skills"))
+    got = harness.record("b", model, adopt=({"skill_accuracy": 0.25, "tokens_per_second": 1e9}, "01_sft_lora (today)"),
+                         speed=False, load_seconds=2.0)
+    assert calls == []                                           # the skill evaluation did not run ...
+    assert got["skill_accuracy"] == 0.25 and got["perplexity"] > 1  # ... perplexity did, here
+    assert "tokens_per_second" not in got and got["load_seconds"] == 2.0  # only quality numbers are adopted
+    assert "b" not in harness.reports
+    assert harness.sources["b"] == "measured here (skill accuracy from 01_sft_lora (today))"
+    with pytest.raises(ValueError, match="only 'perplexity' and 'skill_accuracy'"):
+        measure.measure_variant(model, tok, profile, [], "", skip=("footprint_mb",))
