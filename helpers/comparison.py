@@ -36,7 +36,8 @@ def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFra
 def measured_before(notebook: str, variant: str, profile_name: str, model_fingerprint: str,
                     folder: Path | None = None) -> tuple[dict[str, float], str] | None:
     """``(metrics, source)`` of ``variant`` from ``results/<notebook>.json`` when that notebook measured it on
-    this profile and on these exact weights (the record's ``model_fingerprint``); otherwise ``None``, and the
+    this profile and on these exact weights (the record's ``variant_fingerprints[variant]``, else its
+    ``model_fingerprint``); otherwise ``None``, and the
     reason is printed, so the caller measures it itself."""
     record = read_results(notebook, folder)
     problem = None
@@ -44,7 +45,7 @@ def measured_before(notebook: str, variant: str, profile_name: str, model_finger
         problem = f"{notebook} has written no results yet"
     elif record["profile"] != profile_name:
         problem = f"{notebook}'s results are for profile '{record['profile']}'"
-    elif record["extra"].get("model_fingerprint") != model_fingerprint:
+    elif record["extra"].get("variant_fingerprints", {}).get(variant, record["extra"].get("model_fingerprint")) != model_fingerprint:
         problem = f"{notebook} measured other weights (the tuned model has changed since)"
     elif variant not in record["variants"]:
         problem = f"{notebook} has no variant '{variant}'"

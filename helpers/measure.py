@@ -20,6 +20,7 @@ from .profiles import Profile
 from .quant import dequantized_weight_cache
 
 SPEED_PROMPT = "Explain in two sentences why the sky is blue."
+ADOPTABLE = ("perplexity", "skill_accuracy", "preference_accuracy")  # depend on the weights only, not on the process
 
 
 def footprint_mb(model: PreTrainedModel) -> float:
@@ -120,15 +121,15 @@ def measure_variant(
     """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant.
 
     With ``preference_pairs`` it also gives the preference accuracy: the fraction of pairs where the model
-    makes the chosen answer more likely than the rejected one (as in notebook 02). ``skip`` names metrics
-    not to measure (``"perplexity"``, ``"skill_accuracy"``: see :meth:`Harness.record`); the skill report is
+    makes the chosen answer more likely than the rejected one (as in notebook 02). ``skip`` names quality
+    metrics not to measure (any of :data:`ADOPTABLE`: see :meth:`Harness.record`); the skill report is
     ``None`` when the skill accuracy is skipped.
     """
     from .quant import dir_size_mb
 
-    unknown = set(skip) - {"perplexity", "skill_accuracy"}
+    unknown = set(skip) - set(ADOPTABLE)
     if unknown:
-        raise ValueError(f"Cannot skip {sorted(unknown)}: only 'perplexity' and 'skill_accuracy' can be taken from elsewhere.")
+        raise ValueError(f"Cannot skip {sorted(unknown)}: only {', '.join(map(repr, ADOPTABLE))} can be taken from elsewhere.")
     model.eval()
     metrics = {"footprint_mb": footprint_mb(model)}  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
     report = None
@@ -143,7 +144,7 @@ def measure_variant(
             metrics["skill_accuracy"] = report.accuracy
     if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
-    if preference_pairs:  # uses the cache itself
+    if preference_pairs and "preference_accuracy" not in skip:  # uses the cache itself
         metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
@@ -175,10 +176,11 @@ class Harness:
         """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
         ``load_seconds``, ``speed``). Returns the variant's metrics.
 
-        ``adopt=(metrics, source)`` takes the perplexity and/or skill accuracy in ``metrics`` from an earlier
-        notebook's measurement of the same weights, measured the same way (``source`` names it), instead of
-        measuring them again; everything else (memory, speed, load time) is measured here, in this process."""
-        taken = {k: v for k, v in (adopt[0] if adopt else {}).items() if k in ("perplexity", "skill_accuracy")}
+        ``adopt=(metrics, source)`` takes the quality numbers in ``metrics`` (perplexity, skill and preference
+        accuracy: :data:`ADOPTABLE`) from an earlier notebook's measurement of the same weights, measured the
+        same way (``source`` names it), instead of measuring them again; everything else (memory, speed, load
+        time) is measured here, in this process."""
+        taken = {k: v for k, v in (adopt[0] if adopt else {}).items() if k in ADOPTABLE}
         metrics, report = measure_variant(
             model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
             preference_pairs=self.preference_pairs, skip=tuple(taken), **kwargs)

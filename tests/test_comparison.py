@@ -19,6 +19,14 @@ def test_measured_before_reuses_only_same_profile_and_weights(tmp_path, capsys):
         assert reason in capsys.readouterr().out
 
 
+def test_measured_before_checks_a_variant_against_its_own_fingerprint(tmp_path, capsys):
+    write_results("02_dpo", "cpu", "m", 1.0, 10, {"sft_lora": {"skill_accuracy": 0.5}, "dpo": {"skill_accuracy": 0.4}},
+                  extra={"variant_fingerprints": {"sft_lora": "sft"}}, folder=tmp_path)
+    assert comparison.measured_before("02_dpo", "sft_lora", "cpu", "sft", folder=tmp_path)[0] == {"skill_accuracy": 0.5}
+    assert comparison.measured_before("02_dpo", "dpo", "cpu", "sft", folder=tmp_path) is None  # no fingerprint of its own
+    assert "other weights" in capsys.readouterr().out
+
+
 def test_fingerprint_follows_the_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights-1")
     first = fingerprint(tmp_path)

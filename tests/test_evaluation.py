@@ -116,5 +116,5 @@ def test_harness_adopts_quality_numbers_but_measures_the_rest_here(tiny, monkeyp
     assert "tokens_per_second" not in got and got["load_seconds"] == 2.0  # only quality numbers are adopted
     assert "b" not in harness.reports
     assert harness.sources["b"] == "measured here (skill accuracy from 01_sft_lora (today))"
-    with pytest.raises(ValueError, match="only 'perplexity' and 'skill_accuracy'"):
+    with pytest.raises(ValueError, match="only 'perplexity', 'skill_accuracy', 'preference_accuracy'"):
         measure.measure_variant(model, tok, profile, [], "", skip=("footprint_mb",))
