@@ -7,7 +7,8 @@ child's log, and reads back a report: peak RSS (and peak CUDA memory on GPU), th
 seconds, loss history, trainable parameters, the settings, and where the adapter was saved.
 
 Notebook 01 trains its LoRA adapter this way; notebook 06 compares LoRA with QLoRA under the same settings and
-reuses notebook 01's run (:func:`reusable_run`) instead of repeating it, when the settings match. A shorter run
+reuses notebook 01's run (:func:`reusable_run`) instead of repeating it when the settings match (on profiles
+where 06 trains at 01's learning rate: ``Profile.comparison_learning_rate`` unset). A shorter run
 would not do for the memory number: in our runs RSS was still rising at steps 25 to 60 of 60 (``rss_by_step``).
 """
 
@@ -29,7 +30,7 @@ from .paths import REPO_ROOT, helper_env
 from .profiles import Profile
 
 KINDS = ("lora", "qlora")
-ADAPTER_NAMES = {"lora": "sft_lora", "qlora": "06_qlora"}  # the LoRA run *is* notebook 01's adapter
+ADAPTER_NAMES = {"lora": "sft_lora", "qlora": "06_qlora"}  # at the profile's learning rate, LoRA *is* notebook 01's adapter
 REPORT = "train_info.json"
 STEP_LINE = "training step {step} of {total}"
 
@@ -44,8 +45,9 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
 
 
-def run_settings(profile: Profile, kind: str) -> dict:
-    """Everything that decides a training run's result: base model, data, LoRA and trainer settings.
+def run_settings(profile: Profile, kind: str, learning_rate: float | None = None) -> dict:
+    """Everything that decides a training run's result: base model, data, LoRA and trainer settings
+    (``learning_rate`` overrides the profile's SFT learning rate).
 
     Two runs with equal settings train the same adapter (seeded), so a saved run with these settings can stand
     in for a new one."""
@@ -55,30 +57,33 @@ def run_settings(profile: Profile, kind: str) -> dict:
     check_kind(kind)
     data = hashlib.sha256(json.dumps(sft_rows(profile), sort_keys=True).encode()).hexdigest()[:16]
     fields = ("model_id", "precision", "max_length", "train_batch_size", "grad_accum", "sft_steps",
-              "sft_learning_rate", "lora_r", "lora_alpha", "gradient_checkpointing")
+              "lora_r", "lora_alpha", "gradient_checkpointing")
     return {"kind": kind, "profile": profile.name, **{f: getattr(profile, f) for f in fields},
-            "lora_targets": LORA_TARGETS, "data_sha256": data}
+            "learning_rate": learning_rate or profile.sft_learning_rate, "lora_targets": LORA_TARGETS, "data_sha256": data}
 
 
-def adapter_path(profile: Profile, kind: str) -> Path:
-    """Where the adapter (and its report) of ``kind`` lives: ``outputs/sft_lora/<profile>`` for LoRA (notebook
-    01's adapter, which notebooks 02-07 build on), ``outputs/06_qlora/<profile>`` for QLoRA."""
+def adapter_path(profile: Profile, kind: str, learning_rate: float | None = None) -> Path:
+    """Where the adapter (and its report) of ``kind`` lives: ``outputs/sft_lora/<profile>`` for LoRA at the
+    profile's learning rate (notebook 01's adapter, which notebooks 02-07 build on), ``outputs/06_lora/<profile>``
+    for LoRA at another rate, ``outputs/06_qlora/<profile>`` for QLoRA."""
     from .training import adapter_dir
 
     check_kind(kind)
+    if kind == "lora" and learning_rate not in (None, profile.sft_learning_rate):
+        return adapter_dir(profile, "06_lora")
     return adapter_dir(profile, ADAPTER_NAMES[kind])
 
 
-def reusable_run(profile: Profile, kind: str) -> dict | None:
+def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None) -> dict | None:
     """The report of a finished isolated run of ``kind`` with today's settings, or ``None`` (with the reason
     printed) when there is none: no run yet, a run trained inside a notebook kernel, or other settings."""
-    path = adapter_path(profile, kind) / REPORT
+    path = adapter_path(profile, kind, learning_rate) / REPORT
     report = json.loads(path.read_text()) if path.is_file() else None
     if report is None:
         problem = "no saved run"
     elif "peak_rss_mb" not in report:
         problem = "the saved run was trained inside a notebook kernel, so its peak memory is not comparable"
-    elif report.get("settings") != run_settings(profile, kind):
+    elif report.get("settings") != run_settings(profile, kind, learning_rate):
         problem = "the saved run used other settings"
     else:
         return report
@@ -86,21 +91,22 @@ def reusable_run(profile: Profile, kind: str) -> dict | None:
     return None
 
 
-def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, timeout_s: int = 3600) -> dict:
-    """Train ``kind`` ("lora": full-precision base; "qlora": NF4 base) with the profile's SFT settings in a fresh
-    Python process and return its report (see the module docstring). With ``reuse``, return the saved report
-    of an earlier isolated run with the same settings instead (:func:`reusable_run`); its ``"trained_by"`` says
-    which notebook trained it."""
+def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, learning_rate: float | None = None,
+                   timeout_s: int = 3600) -> dict:
+    """Train ``kind`` ("lora": full-precision base; "qlora": NF4 base) with the profile's SFT settings (and
+    ``learning_rate`` if given) in a fresh Python process and return its report (see the module docstring).
+    With ``reuse``, return the saved report of an earlier isolated run with the same settings instead
+    (:func:`reusable_run`); its ``"trained_by"`` says which notebook trained it."""
     check_kind(kind)
-    if reuse and (report := reusable_run(profile, kind)) is not None:
+    if reuse and (report := reusable_run(profile, kind, learning_rate)) is not None:
         print(f"{kind}: reusing the run {report['trained_by']} trained with these settings "
               f"({report['steps']} steps, {report['train_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB)")
         return report
-    folder = adapter_path(profile, kind)
+    folder = adapter_path(profile, kind, learning_rate)
     log = folder.parent / f"{folder.name}_{kind}.log"
     with follow_log(log, re.compile(r"training step (\d+) of"), profile.sft_steps, f"{kind} training (fresh process)", "step"):
-        code = run_module("helpers.isolated", [profile.name, kind, os.environ.get("COURSE_NOTEBOOK", "a notebook")],
-                          log, timeout_s)
+        code = run_module("helpers.isolated", [profile.name, kind, os.environ.get("COURSE_NOTEBOOK", "a notebook"),
+                                               str(learning_rate or "")], log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():
         tail = "\n".join(log.read_text(errors="ignore").strip().splitlines()[-25:])
         raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). The end of its log ({log}):\n{tail}")
@@ -148,7 +154,7 @@ def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = 
             return -1
 
 
-def _train(profile_name: str, kind: str, trained_by: str) -> None:
+def _train(profile_name: str, kind: str, trained_by: str, learning_rate: str = "") -> None:
     """The child process: train ``kind`` while sampling RSS, save the adapter with its report (``train_info.json``)."""
     import torch
     from transformers import TrainerCallback
@@ -162,6 +168,7 @@ def _train(profile_name: str, kind: str, trained_by: str) -> None:
 
     os.environ["COURSE_PROFILE"] = profile_name
     profile = setup(f"{trained_by}: {kind}, fresh process")
+    rate = float(learning_rate) if learning_rate else None
     peak = {"rss": 0.0}
     rss_by_step: list[float] = []
     stop = threading.Event()
@@ -183,19 +190,21 @@ def _train(profile_name: str, kind: str, trained_by: str) -> None:
         torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(profile)
     trainer = train_sft_lora(profile, load_for_training(profile, kind), tokenizer,
-                             output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"), callbacks=[Progress()])
+                             output_dir=outputs_dir("trainer", f"{kind}_{profile.name}"), callbacks=[Progress()],
+                             **({"learning_rate": rate} if rate else {}))
     stop.set()
     sampler.join()
-    save_adapter(trainer, profile, name=ADAPTER_NAMES[kind], info={
+    folder = adapter_path(profile, kind, rate)
+    save_adapter(trainer, profile, name=folder.parent.name, info={
         "kind": kind,
         "peak_rss_mb": peak["rss"] or peak_rss_mb(),  # the process-wide peak if no sample was taken
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
         "rss_by_step": rss_by_step,
-        "adapter": str(adapter_path(profile, kind)),
-        "settings": run_settings(profile, kind),
+        "adapter": str(folder),
+        "settings": run_settings(profile, kind, rate),
         "trained_by": f"{trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
     })
 
 
-if __name__ == "__main__":  # python -m helpers.isolated <profile> <kind> <notebook>
-    _train(*sys.argv[1:4])
+if __name__ == "__main__":  # python -m helpers.isolated <profile> <kind> <notebook> <learning rate or "">
+    _train(*sys.argv[1:5])

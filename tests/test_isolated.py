@@ -13,7 +13,7 @@ from helpers import get_profile, isolated, training
 @pytest.fixture(scope="module")
 def qlora_run():
     profile = get_profile("tiny")
-    return profile, isolated.train_isolated(profile, "qlora")
+    return profile, isolated.train_isolated(profile, "qlora", learning_rate=2 * profile.sft_learning_rate)
 
 
 def test_isolated_run_reports_memory_time_settings_and_saves_an_adapter(qlora_run):
@@ -24,7 +24,9 @@ def test_isolated_run_reports_memory_time_settings_and_saves_an_adapter(qlora_ru
     assert report["rss_by_step"] == sorted(report["rss_by_step"])  # the peak so far, step by step
     assert 0 < report["trainable_params"] < report["total_params"]
     assert any("loss" in h for h in report["log_history"])
-    assert report["settings"] == isolated.run_settings(profile, "qlora")
+    assert report["settings"] == isolated.run_settings(profile, "qlora", learning_rate=2 * profile.sft_learning_rate)
+    rates = [h["learning_rate"] for h in report["log_history"] if "learning_rate" in h]
+    assert max(rates) > profile.sft_learning_rate  # the override reached the trainer in the child process
     assert (training.adapter_dir(profile, "06_qlora") / "adapter_config.json").is_file()
     log = isolated.adapter_path(profile, "qlora").parent / "tiny_qlora.log"  # what the progress bar followed
     steps = [int(n) for n in re.findall(r"training step (\d+) of 4", log.read_text())]
@@ -33,15 +35,16 @@ def test_isolated_run_reports_memory_time_settings_and_saves_an_adapter(qlora_ru
 
 def test_a_saved_run_is_reused_only_with_the_same_settings(qlora_run, capsys):
     profile, report = qlora_run
-    assert isolated.train_isolated(profile, "qlora", reuse=True) == report  # same settings: no new training
+    rate = 2 * profile.sft_learning_rate
+    assert isolated.train_isolated(profile, "qlora", reuse=True, learning_rate=rate) == report  # same settings: no new training
     assert "reusing the run" in capsys.readouterr().out
     path = isolated.adapter_path(profile, "qlora") / isolated.REPORT
-    changed = dict(report, settings=dict(report["settings"], sft_learning_rate=1.0))
+    changed = dict(report, settings=dict(report["settings"], learning_rate=1.0))
     path.write_text(json.dumps(changed))
-    assert isolated.reusable_run(profile, "qlora") is None
+    assert isolated.reusable_run(profile, "qlora", learning_rate=rate) is None
     assert "used other settings" in capsys.readouterr().out
     path.write_text(json.dumps({k: v for k, v in report.items() if k != "peak_rss_mb"}))
-    assert isolated.reusable_run(profile, "qlora") is None
+    assert isolated.reusable_run(profile, "qlora", learning_rate=rate) is None
     assert "inside a notebook kernel" in capsys.readouterr().out
     path.write_text(json.dumps(report))
 
@@ -54,6 +57,11 @@ def test_settings_change_with_what_decides_the_result():
     assert isolated.run_settings(replace(profile, sft_steps=5), "lora") != base
     assert isolated.run_settings(replace(profile, lora_r=8), "lora") != base
     assert isolated.run_settings(profile, "qlora") != base
+    assert isolated.run_settings(profile, "lora", learning_rate=profile.sft_learning_rate) == base
+    assert isolated.run_settings(profile, "lora", learning_rate=0.5)["learning_rate"] == 0.5
+    # LoRA at another learning rate must not overwrite notebook 01's adapter, which notebooks 02-07 build on
+    assert isolated.adapter_path(profile, "lora").parent.name == "sft_lora"
+    assert isolated.adapter_path(profile, "lora", learning_rate=0.5).parent.name == "06_lora"
 
 
 def test_unknown_kind_is_refused_with_the_valid_ones():

@@ -29,7 +29,7 @@ def test_precision_flags_per_profile(monkeypatch):
 
 def test_sft_config_uses_current_trl_argument_names():
     cfg = training.sft_config(get_profile("cpu"), "/tmp/x")
-    assert cfg.max_length == 256 and cfg.max_steps == 60 and cfg.learning_rate == 1e-3
+    assert cfg.max_length == 256 and cfg.max_steps == 60 and cfg.learning_rate == 3e-4
     assert not hasattr(cfg, "max_seq_length")
 
 
