@@ -32,7 +32,8 @@ from .profiles import Profile
 KINDS = ("lora", "qlora")
 ADAPTER_NAMES = {"lora": "sft_lora", "qlora": "06_qlora"}  # at the profile's learning rate, LoRA *is* notebook 01's adapter
 REPORT = "train_info.json"
-STEP_LINE = "training step {step} of {total}"
+STEP_LINE = "training step {step} of {total}"  # what the child prints after each step ...
+STEP_PATTERN = re.compile(re.escape(STEP_LINE.split("{step}")[0]) + r"(\d+) of")  # ... and what the parent's bar reads
 
 
 class TrainingError(RuntimeError):
@@ -104,12 +105,12 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
         return report
     folder = adapter_path(profile, kind, learning_rate)
     log = folder.parent / f"{folder.name}_{kind}.log"
-    with follow_log(log, re.compile(r"training step (\d+) of"), profile.sft_steps, f"{kind} training (fresh process)", "step"):
+    with follow_log(log, STEP_PATTERN, profile.sft_steps, f"{kind} training (fresh process)", "step"):
         code = run_module("helpers.isolated", [profile.name, kind, os.environ.get("COURSE_NOTEBOOK", "a notebook"),
                                                str(learning_rate or "")], log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():
-        tail = "\n".join(log.read_text(errors="ignore").strip().splitlines()[-25:])
-        raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). The end of its log ({log}):\n{tail}")
+        raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). "
+                            f"The end of its log ({log}):\n{log_tail(log, 25)}")
     return json.loads((folder / REPORT).read_text())
 
 
@@ -152,6 +153,11 @@ def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = 
         except subprocess.TimeoutExpired:
             out.write(f"\n[stopped after {timeout_s} s]\n")
             return -1
+
+
+def log_tail(log: Path, lines: int) -> str:
+    """The last ``lines`` lines of a child process's log, for the error message when it failed."""
+    return "\n".join(log.read_text(errors="ignore").strip().splitlines()[-lines:])
 
 
 def _train(profile_name: str, kind: str, trained_by: str, learning_rate: str = "") -> None:

@@ -428,16 +428,15 @@ def _quantize_in_child(args: dict, log_path: Path) -> float:
     import json
     import tempfile
 
-    from .isolated import run_module
+    from .isolated import log_tail, run_module
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"
         args_path.write_text(json.dumps(args))
         code = run_module("helpers.quant", [str(args_path), str(result_path)], log_path)
         if code != 0 or not result_path.is_file():
-            tail = "\n".join(log_path.read_text(errors="ignore").strip().splitlines()[-12:])
             raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "
-                             f"(exit {code}). The end of its log ({log_path}):\n{tail}")
+                             f"(exit {code}). The end of its log ({log_path}):\n{log_tail(log_path, 12)}")
         return json.loads(result_path.read_text())
 
 
