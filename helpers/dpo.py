@@ -28,7 +28,7 @@ from .data import DataError, as_dataset, assistant, load_skills, require_columns
 from .evaluation import autocast_context, batch_cache, pad_after_prefix, rate_by, shared_prefix_cache
 from .paths import outputs_dir
 from .profiles import Profile
-from .training import common_trainer_kwargs, lora_config, run_trainer
+from .training import common_trainer_kwargs, full_logits_head_on_cpu, lora_config, run_trainer
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -155,26 +155,26 @@ def completion_logps(
     pad = tokenizer.pad_token_id
     out: list[torch.Tensor] = []
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
-            encoded = [_encode(tokenizer, p, c) for p, c in zip(prompts[start:start + batch_size],
-                                                                completions[start:start + batch_size])]
-            width = max(len(ids) for ids, _ in encoded)
-            input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-            attention = torch.zeros_like(input_ids)
-            mask = torch.zeros_like(input_ids, dtype=torch.bool)
-            for i, (ids, cut) in enumerate(encoded):  # right padding
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                attention[i, : len(ids)] = 1
-                mask[i, cut: len(ids)] = True
-            with autocast_context(autocast):
+        with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
+            for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
+                encoded = [_encode(tokenizer, p, c) for p, c in zip(prompts[start:start + batch_size],
+                                                                    completions[start:start + batch_size])]
+                width = max(len(ids) for ids, _ in encoded)
+                input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+                attention = torch.zeros_like(input_ids)
+                mask = torch.zeros_like(input_ids, dtype=torch.bool)
+                for i, (ids, cut) in enumerate(encoded):  # right padding
+                    input_ids[i, : len(ids)] = torch.tensor(ids)
+                    attention[i, : len(ids)] = 1
+                    mask[i, cut: len(ids)] = True
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            # log-softmax only where it is needed: the positions that predict a completion token
-            target_mask = mask[:, 1:].to(device)
-            picked = logits[:, :-1][target_mask].float()
-            token_logp = torch.log_softmax(picked, dim=-1).gather(-1, input_ids[:, 1:].to(device)[target_mask].unsqueeze(-1))
-            sums = torch.zeros(len(encoded), device=device)
-            sums.index_add_(0, target_mask.nonzero()[:, 0], token_logp.squeeze(-1))
-            out.append(sums.cpu())
+                # log-softmax only where it is needed: the positions that predict a completion token
+                target_mask = mask[:, 1:].to(device)
+                picked = logits[:, :-1][target_mask].float()
+                token_logp = torch.log_softmax(picked, dim=-1).gather(-1, input_ids[:, 1:].to(device)[target_mask].unsqueeze(-1))
+                sums = torch.zeros(len(encoded), device=device)
+                sums.index_add_(0, target_mask.nonzero()[:, 0], token_logp.squeeze(-1))
+                out.append(sums.cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)
@@ -226,11 +226,12 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
             raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
     chosen, rejected = [], []
     try:
-        prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded], autocast)
-        for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
-            c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache, autocast)
-            chosen.append(c)
-            rejected.append(r)
+        with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
+            prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded], autocast)
+            for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
+                c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache)
+                chosen.append(c)
+                rejected.append(r)
     finally:
         model.train(was_training)
     return PairScores(torch.cat(chosen), torch.cat(rejected))
@@ -243,19 +244,19 @@ def _positions(mask: torch.Tensor, last: int) -> torch.Tensor:
 
 @torch.no_grad()
 def _pair_logps(model, pad: int, encoded: Sequence[tuple[tuple[list[int], int], tuple[list[int], int]]],
-                prefix: Sequence[int], prefix_kv, autocast: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                prefix: Sequence[int], prefix_kv) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of :func:`score_pairs`: the prompts after the shared ``prefix`` (whose cache is ``prefix_kv``)
     padded so that they all end where the answers begin, run once; each answer continues from a cache cropped
-    back to the prompt. Position ids come from the attention mask, so the padding changes no score."""
+    back to the prompt. Position ids come from the attention mask, so the padding changes no score. Runs in
+    the caller's autocast context, if any."""
     device = next(model.parameters()).device
     shared = len(prefix)
     prompt_ids, prompt_mask = pad_after_prefix(prefix, [ids[shared:cut] for (ids, cut), _ in encoded], pad)
     width = prompt_ids.shape[1]
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     cache = batch_cache(prefix_kv, len(encoded)) if prefix_kv is not None else None
-    with autocast_context(autocast):
-        out = model(input_ids=prompt_ids[:, shared:], attention_mask=prompt_mask, past_key_values=cache,
-                    position_ids=_positions(prompt_mask, width - shared), use_cache=True, logits_to_keep=1)
+    out = model(input_ids=prompt_ids[:, shared:], attention_mask=prompt_mask, past_key_values=cache,
+                position_ids=_positions(prompt_mask, width - shared), use_cache=True, logits_to_keep=1)
     first_logits, cache = out.logits[:, -1:].float(), out.past_key_values
     sums = []
     for side in (0, 1):
@@ -270,9 +271,8 @@ def _pair_logps(model, pad: int, encoded: Sequence[tuple[tuple[list[int], int], 
         if cache.get_seq_length() > width:  # forget the previous answer
             cache.crop(width - cache.get_seq_length())
         mask = torch.cat([prompt_mask, answer_mask], dim=1)
-        with autocast_context(autocast):
-            logits = model(input_ids=answer_ids, attention_mask=mask, past_key_values=cache,
-                           position_ids=_positions(mask, length), use_cache=True).logits
+        logits = model(input_ids=answer_ids, attention_mask=mask, past_key_values=cache,
+                       position_ids=_positions(mask, length), use_cache=True).logits
         # position t of the answer is predicted by the token before it: the prompt's last token for t = 0
         predicting = torch.cat([first_logits, logits[:, :-1].float()], dim=1)
         token_logp = torch.log_softmax(predicting, dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
@@ -385,7 +385,8 @@ def trl_loss_on_first_pairs(trainer: DPOTrainer, n: int) -> tuple[float, list[di
     was_training = trainer.model.training
     trainer.model.eval()
     try:
-        loss = trainer.compute_loss(trainer.model, batch)
+        with full_logits_head_on_cpu():  # the LM head the trainer trains with (see helpers.training.run_trainer)
+            loss = trainer.compute_loss(trainer.model, batch)
     finally:
         trainer.model.train(was_training)
     return float(loss), pairs

@@ -136,12 +136,12 @@ def generate(
     outputs: list[str] = [""] * len(token_ids)
     device = next(model.parameters()).device
     try:
-        # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
-        prefix, cache = shared_prefix_cache(model, token_ids, autocast)
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-            idx = order[start : start + batch_size]
-            input_ids, mask = pad_after_prefix(prefix, [token_ids[i][len(prefix):] for i in idx], tokenizer.pad_token_id)
-            with autocast_context(autocast):
+        with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
+            # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
+            prefix, cache = shared_prefix_cache(model, token_ids, autocast)
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+                idx = order[start : start + batch_size]
+                input_ids, mask = pad_after_prefix(prefix, [token_ids[i][len(prefix):] for i in idx], tokenizer.pad_token_id)
                 out = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=mask.to(device),
@@ -151,9 +151,8 @@ def generate(
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                 )
-            new_tokens = out[:, input_ids.shape[1] :]
-            for i, row in zip(idx, new_tokens):
-                outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                for i, row in zip(idx, out[:, input_ids.shape[1] :]):
+                    outputs[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     finally:
         model.train(was_training)
     return outputs

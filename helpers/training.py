@@ -7,10 +7,14 @@ or trains it the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import warnings
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from peft import LoraConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
@@ -102,6 +106,68 @@ def train_sft_lora(
     return run_trainer(trainer)
 
 
+class FullLogitsLogProb:
+    """What TRL's fused LM head computes, done the plain way on CPU: full logits, then ``logsumexp``.
+
+    TRL's trainers score tokens through ``ChunkedLogProbFunction``, which projects the hidden states through
+    the LM head in vocabulary chunks so that the ``(tokens, vocab)`` logits never exist at once. That saves GPU
+    memory on long sequences and big vocabularies, and on a GPU it runs as a Triton kernel. On CPU it falls back
+    to a tile-by-tile loop in torch, which took 60% of a DPO step and about a third of an SFT step on our 135M
+    model (49,152-token vocabulary, 2 cores). Here the logits of a batch are a few hundred MB, so on CPU this
+    class computes them in one projection, the way the model's own ``lm_head`` and a cross-entropy would
+    (in the trainer's bf16 autocast, softmax statistics in fp32). Tensors on other devices go to TRL's function.
+
+    Same call and outputs as TRL's ``ChunkedLogProbFunction.apply``: per-token log-probabilities, entropy,
+    ``log(sum p^2)``, mean logit and whether the target is the argmax (``None`` where not requested).
+    ``tests/test_training.py`` checks it against TRL's function, values and gradients.
+    """
+
+    def __init__(self, chunked) -> None:
+        self.chunked = chunked
+
+    def apply(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+              temperature: float, chunk_size: int, final_logit_softcapping: float | None = None,
+              logit_scale: float = 1.0, outputs: tuple[str, ...] = ("log_probs",)):
+        if hidden.device.type != "cpu":
+            return self.chunked.apply(hidden, weight, bias, targets, temperature, chunk_size,
+                                      final_logit_softcapping, logit_scale, outputs)
+        z = F.linear(hidden, weight, bias).float() * logit_scale
+        if final_logit_softcapping is not None:
+            z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
+        z = z / temperature
+        log_z = torch.logsumexp(z, dim=-1)
+        log_probs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+        entropy = log_z - (torch.softmax(z, dim=-1) * z).sum(-1) if "entropy" in outputs else None
+        with torch.no_grad():  # TRL marks these three non-differentiable
+            log_sum_sq = torch.logsumexp(2 * z, dim=-1) - 2 * log_z if "log_sum_sq_probs" in outputs else None
+            mean_logits = z.mean(-1) if "mean_logits" in outputs else None
+            is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
+        return log_probs, entropy, log_sum_sq, mean_logits, is_top1
+
+
+@contextlib.contextmanager
+def full_logits_head_on_cpu():
+    """Within this block TRL's trainers score CPU tensors with :class:`FullLogitsLogProb` (about 30% faster
+    SFT steps and 2x faster DPO steps on 2 cores); GPU tensors keep TRL's kernel. Restored on exit.
+
+    If the installed TRL has no ``trl.trainer.utils._ChunkedLogProbFunction`` (it moved or was renamed), this
+    warns and leaves TRL as it is: training is then slower on CPU, not different.
+    """
+    from trl.trainer import utils as trl_utils
+
+    chunked = getattr(trl_utils, "_ChunkedLogProbFunction", None)
+    if chunked is None or not hasattr(chunked, "apply"):
+        warnings.warn("This TRL version has no trl.trainer.utils._ChunkedLogProbFunction: training keeps TRL's own "
+                      "LM head, which is slower on CPU (same results).", stacklevel=3)
+        yield
+        return
+    trl_utils._ChunkedLogProbFunction = FullLogitsLogProb(chunked)
+    try:
+        yield
+    finally:
+        trl_utils._ChunkedLogProbFunction = chunked
+
+
 def run_record(trainer) -> dict:
     """What a finished run leaves to read later: steps, seconds, loss history, trainable parameters."""
     from .models import count_parameters
@@ -115,9 +181,11 @@ def run_record(trainer) -> dict:
 
 
 def run_trainer(trainer):
-    """``trainer.train()``, timed into ``trainer.train_seconds``, then :func:`unwrap_autocast`; returns the trainer."""
+    """``trainer.train()`` (with :func:`full_logits_head_on_cpu`), timed into ``trainer.train_seconds``, then
+    :func:`unwrap_autocast`; returns the trainer."""
     start = time.perf_counter()
-    trainer.train()
+    with full_logits_head_on_cpu():
+        trainer.train()
     trainer.train_seconds = time.perf_counter() - start
     unwrap_autocast(trainer)
     return trainer

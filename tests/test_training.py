@@ -80,3 +80,51 @@ def test_training_data_without_columns_is_refused(trained):
     profile, tok, trainer = trained
     with pytest.raises(DataError, match="missing column"):
         training.train_sft_lora(profile, trainer.model, tok, [{"text": "x"}])
+
+
+@pytest.mark.parametrize("outputs", [("log_probs",), ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")])
+def test_full_logits_head_matches_trl_chunked_head(outputs):
+    """The CPU replacement gives TRL's values and gradients (fp32: no rounding on either side)."""
+    from trl.kernels import ChunkedLogProbFunction
+
+    torch.manual_seed(0)
+    hidden = torch.randn(40, 16, requires_grad=True)
+    weight = torch.randn(300, 16) * 0.5
+    targets = torch.randint(0, 300, (40,))
+    targets[3] = int((hidden[3] @ weight.T).argmax())  # at least one target that is the argmax
+    plain = training.FullLogitsLogProb(ChunkedLogProbFunction)
+    got = plain.apply(hidden, weight, None, targets, 0.7, 128, None, 1.0, outputs)
+    want = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 0.7, 128, None, 1.0, outputs)
+    for name, g, w in zip(("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"), got, want):
+        assert (g is None) == (w is None) == (name not in outputs), name
+        if g is not None:
+            torch.testing.assert_close(g.float(), w.float(), rtol=1e-5, atol=1e-5, msg=name)
+    if "is_top1" in outputs:
+        assert bool(got[4][3])
+    loss = lambda out: out[0].sum() + (out[1].sum() if out[1] is not None else 0)
+    (grad_got,) = torch.autograd.grad(loss(got), hidden)
+    (grad_want,) = torch.autograd.grad(loss(want), hidden)
+    torch.testing.assert_close(grad_got, grad_want, rtol=1e-4, atol=1e-5)
+
+
+def test_full_logits_head_is_used_only_inside_the_block(monkeypatch):
+    from trl.trainer import utils as trl_utils
+
+    original = trl_utils._ChunkedLogProbFunction
+    with training.full_logits_head_on_cpu():
+        assert isinstance(trl_utils._ChunkedLogProbFunction, training.FullLogitsLogProb)
+    assert trl_utils._ChunkedLogProbFunction is original
+    monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
+    with pytest.warns(UserWarning, match="slower on CPU"):
+        with training.full_logits_head_on_cpu():
+            pass
+
+
+def test_training_on_cpu_scores_through_the_full_logits_head(monkeypatch):
+    calls = []
+    apply = training.FullLogitsLogProb.apply
+    monkeypatch.setattr(training.FullLogitsLogProb, "apply", lambda self, *a: calls.append(a[0].device.type) or apply(self, *a))
+    profile = get_profile("tiny")
+    model, tok, _ = load_model_and_tokenizer(profile)
+    training.train_sft_lora(profile, model, tok, sft_rows(profile)[:8], max_steps=1)
+    assert calls and set(calls) == {"cpu"}
