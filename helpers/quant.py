@@ -202,16 +202,30 @@ def awq_quantize(
     return AWQResult(weight=w_eff, scales=s, alpha=alpha, errors=errors)
 
 
+class _Captured(Exception):
+    """Raised by :func:`layer_inputs`' hook once the layer has its input: the rest of the forward pass is not needed."""
+
+
 @torch.no_grad()
 def layer_inputs(model: nn.Module, tokenizer, texts: Sequence[str], layer_name: str, max_length: int = 256) -> torch.Tensor:
-    """Record the inputs that ``layer_name`` sees when the model reads ``texts``: [n_tokens, in_features]."""
+    """Record the inputs that ``layer_name`` sees when the model reads ``texts``: [n_tokens, in_features].
+
+    Each forward pass stops at that layer (the layers after it cannot change its input)."""
     layer = dict(model.named_modules())[layer_name]
     seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach().reshape(-1, inp[0].shape[-1])))
+
+    def capture(_module, inputs):
+        seen.append(inputs[0].detach().reshape(-1, inputs[0].shape[-1]))
+        raise _Captured
+
+    handle = layer.register_forward_pre_hook(capture)
     try:
         for text in texts:
             ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)
-            model(**ids.to(model.device))
+            try:
+                model(**ids.to(model.device))
+            except _Captured:
+                pass
     finally:
         handle.remove()
     return torch.cat(seen).float().cpu()

@@ -107,15 +107,16 @@ def train_sft_lora(
 
 
 class FullLogitsLogProb:
-    """What TRL's fused LM head computes, done the plain way on CPU: full logits, then ``logsumexp``.
+    """What TRL's fused LM head computes, done the plain way on CPU: full logits, then ``log_softmax``.
 
     TRL's trainers score tokens through ``ChunkedLogProbFunction``, which projects the hidden states through
     the LM head in vocabulary chunks so that the ``(tokens, vocab)`` logits never exist at once. That saves GPU
     memory on long sequences and big vocabularies, and on a GPU it runs as a Triton kernel. On CPU it falls back
     to a tile-by-tile loop in torch, which took 60% of a DPO step and about a third of an SFT step on our 135M
     model (49,152-token vocabulary, 2 cores). Here the logits of a batch are a few hundred MB, so on CPU this
-    class computes them in one projection, the way the model's own ``lm_head`` and a cross-entropy would
-    (in the trainer's bf16 autocast, softmax statistics in fp32). Tensors on other devices go to TRL's function.
+    class computes them in one projection and one ``log_softmax``, the way the model's own ``lm_head`` and a
+    cross-entropy would (projection in the trainer's bf16 autocast, ``log_softmax`` in fp32). Tensors on other
+    devices go to TRL's function.
 
     Same call and outputs as TRL's ``ChunkedLogProbFunction.apply``: per-token log-probabilities, entropy,
     ``log(sum p^2)``, mean logit and whether the target is the argmax (``None`` where not requested).
@@ -131,17 +132,20 @@ class FullLogitsLogProb:
         if hidden.device.type != "cpu":
             return self.chunked.apply(hidden, weight, bias, targets, temperature, chunk_size,
                                       final_logit_softcapping, logit_scale, outputs)
-        z = F.linear(hidden, weight, bias).float() * logit_scale
+        z = F.linear(hidden, weight, bias).float()
+        if logit_scale != 1.0:
+            z = z * logit_scale
         if final_logit_softcapping is not None:
             z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
-        z = z / temperature
-        log_z = torch.logsumexp(z, dim=-1)
-        log_probs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
-        entropy = log_z - (torch.softmax(z, dim=-1) * z).sum(-1) if "entropy" in outputs else None
+        if temperature != 1.0:
+            z = z / temperature
+        log_p = torch.log_softmax(z, dim=-1)  # one fused pass forward and backward
+        log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_p.exp() * log_p).sum(-1) if "entropy" in outputs else None
         with torch.no_grad():  # TRL marks these three non-differentiable
-            log_sum_sq = torch.logsumexp(2 * z, dim=-1) - 2 * log_z if "log_sum_sq_probs" in outputs else None
+            log_sum_sq = torch.logsumexp(2 * log_p, dim=-1) if "log_sum_sq_probs" in outputs else None
             mean_logits = z.mean(-1) if "mean_logits" in outputs else None
-            is_top1 = z.argmax(-1) == targets if "is_top1" in outputs else None
+            is_top1 = log_p.argmax(-1) == targets if "is_top1" in outputs else None
         return log_probs, entropy, log_sum_sq, mean_logits, is_top1
 
 

@@ -208,3 +208,24 @@ def test_dequantized_weight_cache_same_outputs_and_restored(tmp_path):
             assert all(m._cached_weights for m in layers)
         assert not any(m._cache_enabled or m._cached_weights for m in layers)
     assert torch.equal(plain, first) and torch.equal(plain, second)
+
+
+def test_layer_inputs_are_what_the_layer_sees_in_a_full_forward_pass():
+    profile = get_profile("tiny")
+    tok = models.load_tokenizer(profile)
+    model = models.load_model(profile)
+    name = "model.layers.0.self_attn.q_proj"    # the first of the tiny model's two blocks
+    texts = text.stdlib_samples("eval", 3)
+    full, later_calls = [], []
+    hooks = [model.get_submodule(name).register_forward_hook(lambda _m, inp, _o: full.append(inp[0].reshape(-1, inp[0].shape[-1])))]
+    with torch.no_grad():
+        for t in texts:
+            model(**tok(t, return_tensors="pt", truncation=True, max_length=256))
+    hooks[0].remove()
+    last = model.model.layers[-1]
+    hooks = last.register_forward_hook(lambda *_: later_calls.append(1))
+    got = quant.layer_inputs(model, tok, texts, name)
+    hooks.remove()
+    assert torch.equal(got, torch.cat(full).float())
+    assert later_calls == []    # each forward pass stopped at the layer
+    assert not model.get_submodule(name)._forward_pre_hooks    # and the hook is gone

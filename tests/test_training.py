@@ -82,8 +82,9 @@ def test_training_data_without_columns_is_refused(trained):
         training.train_sft_lora(profile, trainer.model, tok, [{"text": "x"}])
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("outputs", [("log_probs",), ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")])
-def test_full_logits_head_matches_trl_chunked_head(outputs):
+def test_full_logits_head_matches_trl_chunked_head(outputs, temperature):
     """The CPU replacement gives TRL's values and gradients (fp32: no rounding on either side)."""
     from trl.kernels import ChunkedLogProbFunction
 
@@ -93,8 +94,8 @@ def test_full_logits_head_matches_trl_chunked_head(outputs):
     targets = torch.randint(0, 300, (40,))
     targets[3] = int((hidden[3] @ weight.T).argmax())  # at least one target that is the argmax
     plain = training.FullLogitsLogProb(ChunkedLogProbFunction)
-    got = plain.apply(hidden, weight, None, targets, 0.7, 128, None, 1.0, outputs)
-    want = ChunkedLogProbFunction.apply(hidden, weight, None, targets, 0.7, 128, None, 1.0, outputs)
+    got = plain.apply(hidden, weight, None, targets, temperature, 128, None, 1.0, outputs)
+    want = ChunkedLogProbFunction.apply(hidden, weight, None, targets, temperature, 128, None, 1.0, outputs)
     for name, g, w in zip(("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"), got, want):
         assert (g is None) == (w is None) == (name not in outputs), name
         if g is not None:
