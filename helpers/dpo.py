@@ -227,7 +227,7 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     chosen, rejected = [], []
     try:
         with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
-            prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded], autocast)
+            prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded])
             for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
                 c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache)
                 chosen.append(c)

@@ -53,22 +53,22 @@ def shared_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
 
 
 @torch.no_grad()
-def prefix_cache(model: PreTrainedModel, prefix: Sequence[int], autocast: bool = False):
-    """Key/value cache of ``prefix`` (batch of one), to be copied into every batch that starts with it."""
+def prefix_cache(model: PreTrainedModel, prefix: Sequence[int]):
+    """Key/value cache of ``prefix`` (batch of one), to be copied into every batch that starts with it. Runs in
+    the caller's autocast context, if any."""
     ids = torch.tensor([list(prefix)], device=next(model.parameters()).device)
-    with autocast_context(autocast):
-        return model(input_ids=ids, use_cache=True).past_key_values
+    return model(input_ids=ids, use_cache=True).past_key_values
 
 
-def shared_prefix_cache(model: PreTrainedModel, token_lists: Sequence[Sequence[int]],
-                        autocast: bool = False) -> tuple[list[int], object | None]:
+def shared_prefix_cache(model: PreTrainedModel, token_lists: Sequence[Sequence[int]]) -> tuple[list[int], object | None]:
     """The prefix every list of token ids starts with and its key/value cache, or ``([], None)`` when the
-    shared part is shorter than :data:`MIN_SHARED_PREFIX` tokens (then every row is computed in full)."""
+    shared part is shorter than :data:`MIN_SHARED_PREFIX` tokens (then every row is computed in full). Runs in
+    the caller's autocast context, if any."""
     shared = shared_prefix_length(token_lists)
     if shared < MIN_SHARED_PREFIX:
         return [], None
     prefix = list(token_lists[0][:shared])
-    return prefix, prefix_cache(model, prefix, autocast)
+    return prefix, prefix_cache(model, prefix)
 
 
 def batch_cache(cache, batch_size: int):
@@ -138,7 +138,7 @@ def generate(
     try:
         with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
             # The tokens every prompt starts with (the chat template's system prompt) go through the model once.
-            prefix, cache = shared_prefix_cache(model, token_ids, autocast)
+            prefix, cache = shared_prefix_cache(model, token_ids)
             for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
                 idx = order[start : start + batch_size]
                 input_ids, mask = pad_after_prefix(prefix, [token_ids[i][len(prefix):] for i in idx], tokenizer.pad_token_id)

@@ -7,8 +7,8 @@ child's log, and reads back a report: peak RSS (and peak CUDA memory on GPU), th
 seconds, loss history, trainable parameters, the settings, and where the adapter was saved.
 
 Notebook 01 trains its LoRA adapter this way; notebook 06 compares LoRA with QLoRA under the same settings and
-reuses notebook 01's run (:func:`reusable_run`) instead of repeating it when the settings match (on profiles
-where 06 trains at 01's learning rate: ``Profile.comparison_learning_rate`` unset). A shorter run
+reuses notebook 01's run (:func:`reusable_run`) instead of repeating it when the settings match (a LoRA run at
+another learning rate, as in notebook 06's exercise 3, gets its own folder). A shorter run
 would not do for the memory number: in our runs RSS was still rising at steps 25 to 60 of 60 (``rss_by_step``).
 """
 

@@ -64,7 +64,6 @@ class Profile:
     quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
     awq_clip: bool = False  # AWQ's clipping search: ~22 s per layer on 2 CPU cores, so off on CPU profiles
     dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
-    comparison_learning_rate: float | None = None  # SFT learning rate of notebook 06's LoRA and QLoRA runs (None: sft_learning_rate)
     reason: str = field(default="", compare=False)
 
     @property
@@ -148,8 +147,7 @@ PROFILES: dict[str, Profile] = {
         grad_accum=1,
         sft_steps=60,
         sft_learning_rate=3e-4,
-        # Notebook 06 trains both arms at this rate too (comparison_learning_rate unset), so its LoRA arm is
-        # notebook 01's run. Measured at 60 steps, skill accuracy LoRA / QLoRA (gap), with TRL's LM head:
+        # Notebook 06 trains both arms at this rate too, so its LoRA arm is notebook 01's run. Measured at 60 steps, skill accuracy LoRA / QLoRA (gap), with TRL's LM head:
         # 59.2 / 50.9 (8.3) at 3e-4, 63.3 / 55.7 (7.6) at 6e-4, 65.7 / 61.6 (4.1) at 1e-3; with the full-logits
         # head (training.FullLogitsLogProb, a change of rounding only): 60.2 / 50.2 (10.0) at 3e-4 (reference run),
         # 66.8 / 60.6 (6.2) at 1e-3, 70.6 / 63.0 (7.6) at 2e-3. A higher rate trains both arms further but does not
