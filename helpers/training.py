@@ -27,7 +27,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def precision_kwargs(profile: Profile) -> dict:
-    """Trainer precision flags: CPU profiles train with bf16 autocast; T4 fp16; A100 bf16."""
+    """Trainer precision flags: bf16 autocast on CPUs with native bf16, fp32 on other CPUs; T4 fp16; A100 bf16."""
     if not profile.needs_cuda:
         return {"use_cpu": True, "bf16": profile.precision == "bf16", "fp16": False}
     return {"bf16": profile.precision == "bf16", "fp16": profile.precision == "fp16"}
@@ -185,9 +185,28 @@ def run_record(trainer) -> dict:
             "trainable_params": trainable, "total_params": total, "log_history": trainer.state.log_history}
 
 
+def fp32_trainable_weights(trainer) -> list[str]:
+    """Cast bf16 trainable weights back to fp32 unless the trainer computes in bf16; returns their names.
+
+    For a 4-/8-bit base model (QLoRA) TRL 1.16's ``SFTTrainer`` and ``DPOTrainer`` cast the LoRA weights to bf16,
+    whatever the trainer's precision. With ``fp16=True`` (a T4) the gradient scaler would then have to unscale bf16
+    gradients, which CUDA cannot do; on a CPU without native bf16 every LoRA product would run in emulated bf16,
+    tens of times slower. So when ``bf16`` is off, the trainable weights go back to fp32 (the optimizer is built
+    later, in ``train()``)."""
+    if trainer.args.bf16:
+        return []
+    names = []
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad and param.dtype == torch.bfloat16:
+            param.data = param.data.float()
+            names.append(name)
+    return names
+
+
 def run_trainer(trainer):
-    """``trainer.train()`` (with :func:`full_logits_head_on_cpu`), timed into ``trainer.train_seconds``, then
-    :func:`unwrap_autocast`; returns the trainer."""
+    """``trainer.train()`` (with :func:`full_logits_head_on_cpu`, after :func:`fp32_trainable_weights`), timed into
+    ``trainer.train_seconds``, then :func:`unwrap_autocast`; returns the trainer."""
+    fp32_trainable_weights(trainer)
     start = time.perf_counter()
     with full_logits_head_on_cpu():
         trainer.train()

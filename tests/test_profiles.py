@@ -69,8 +69,51 @@ def test_quant_group_size_divides_hidden_size(name, hidden):
 
 
 def test_eval_autocast_only_on_bf16_cpu_profiles(monkeypatch):
-    assert PROFILES["cpu"].eval_autocast and PROFILES["tiny"].eval_autocast
+    from dataclasses import replace
+
     assert not PROFILES["t4"].eval_autocast and not PROFILES["a100"].eval_autocast
+    assert replace(PROFILES["cpu"], precision="bf16").eval_autocast
+    assert not replace(PROFILES["cpu"], precision="fp32").eval_autocast
+
+
+@pytest.mark.parametrize("decided", ["fp32", "bf16"])
+def test_cpu_profiles_take_the_precision_the_hardware_decides(monkeypatch, decided):
+    """Every dtype a CPU profile chooses follows the decision: trainer flags, evaluation autocast, bitsandbytes'
+    compute dtype and GPTQModel's dtype."""
+    import torch
+
+    from helpers import hardware
+    from helpers.training import precision_kwargs
+
+    fake_cuda(monkeypatch, False)
+    monkeypatch.setattr(hardware, "cpu_precision", lambda: (decided, "faked for the test"))
+    for name in ("cpu", "tiny"):
+        p = get_profile(name)
+        assert p.precision == decided and p.precision_reason == "faked for the test"
+        assert f"precision {decided}: faked for the test" in p.summary()
+        assert p.eval_autocast == (decided == "bf16")
+        assert precision_kwargs(p) == {"use_cpu": True, "bf16": decided == "bf16", "fp16": False}
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[decided]
+        assert p.compute_dtype_4bit == dtype and p.compute_dtype == dtype
+        assert p.torch_dtype == torch.float32  # weights stay fp32 on CPU; bf16 is autocast only
+
+
+def test_unresolved_precision_is_refused():
+    with pytest.raises(ProfileError, match="get_profile"):
+        PROFILES["cpu"].compute_dtype
+
+
+def test_gpu_check_profiles_are_tiny_on_cuda(monkeypatch):
+    fake_cuda(monkeypatch, True, (8, 0), 80.0)
+    t4, a100 = get_profile("tiny_t4"), get_profile("tiny_a100")
+    assert (t4.precision, a100.precision) == ("fp16", "bf16") and t4.needs_cuda and a100.needs_cuda
+    assert t4.model_source == a100.model_source == "tiny" and t4.sft_steps == PROFILES["tiny"].sft_steps
+    fake_cuda(monkeypatch, True, (7, 5), 15.0)
+    with pytest.raises(ProfileError, match="bf16"):
+        get_profile("tiny_a100")
+    fake_cuda(monkeypatch, False)
+    with pytest.raises(ProfileError, match="needs a CUDA GPU"):
+        get_profile("tiny_t4")
 
 
 def test_setup_switches_the_hub_off_on_offline_profiles(monkeypatch, capsys):
@@ -109,4 +152,3 @@ def test_4bit_compute_dtype_follows_the_gpu():
 
     assert PROFILES["t4"].compute_dtype_4bit == torch.float16  # no bf16 below compute capability 8.0
     assert PROFILES["a100"].compute_dtype_4bit == torch.bfloat16
-    assert PROFILES["cpu"].compute_dtype_4bit == torch.bfloat16
