@@ -41,7 +41,10 @@ def _targets() -> dict[str, set[str]]:
         "LoraConfig": params(LoraConfig), "BitsAndBytesConfig": params(BitsAndBytesConfig.__init__),
         "GPTQConfig": params(GPTQConfig), "AWQConfig": params(AWQConfig),
         "prepare_model_for_kbit_training": params(prepare_model_for_kbit_training),
-        "Linear8bitLt": params(Linear8bitLt.__init__), "GPTQModel.load": params(GPTQModel.load),
+        "Linear8bitLt": params(Linear8bitLt.__init__),
+        # GPTQModel.load forwards **kwargs to from_pretrained (to quantize) or from_quantized (a checkpoint)
+        "GPTQModel.load": params(GPTQModel.load)
+        | (params(BaseQModel.from_pretrained) & params(BaseQModel.from_quantized)),
         "quantize": params(BaseQModel.quantize),
         # helpers that forward **overrides into a TRL config: their extra keywords must be config fields
         "sft_config": sft, "train_sft_lora": sft, "dpo_config": dpo, "train_dpo": dpo,

@@ -52,3 +52,39 @@ def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
     with pytest.raises(ValueError, match="freshly loaded"):
         qlora.dequantized_copy(nf4, models.load_model(profile))
 
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_qlora_adapters_compute_in_the_trainers_precision(precision):
+    """TRL casts a 4-bit model's LoRA weights to bf16. Where the trainer is not bf16 (fp16 on a T4: the gradient
+    scaler cannot unscale bf16 gradients; fp32 on a CPU without native bf16: emulated bf16 is slow), run_trainer
+    casts them back to fp32 before the optimizer exists; a bf16 trainer keeps TRL's choice."""
+    from dataclasses import replace
+
+    from trl import SFTTrainer
+
+    from helpers.data import as_dataset, sft_rows
+
+    profile = replace(get_profile("tiny"), precision=precision)
+    tok = models.load_tokenizer(profile)
+    trainer = SFTTrainer(model=qlora.load_for_training(profile, "qlora"),
+                         args=training.sft_config(profile, "/tmp/qlora-dtype", max_steps=1),
+                         train_dataset=as_dataset(sft_rows(profile)[:8]), processing_class=tok,
+                         peft_config=training.lora_config(profile))
+    trainable = lambda: {p.dtype for p in trainer.model.parameters() if p.requires_grad}  # noqa: E731
+    assert trainable() == {torch.bfloat16}, "TRL no longer casts QLoRA adapters to bf16: revisit fp32_trainable_weights"
+    training.run_trainer(trainer)
+    assert trainable() == ({torch.float32} if precision == "fp32" else {torch.bfloat16})
+    assert trainer.state.global_step == 1
+
+
+def test_fp16_trainer_gets_fp32_adapters():
+    """The T4 path (fp16=True) cannot be built on a CPU; the rule it relies on is the trainer's bf16 flag."""
+    from types import SimpleNamespace
+
+    lora = torch.nn.Linear(4, 4).to(torch.bfloat16)
+    frozen = torch.nn.Linear(4, 4).to(torch.bfloat16).requires_grad_(False)
+    model = torch.nn.Sequential(lora, frozen)
+    fake = SimpleNamespace(args=SimpleNamespace(bf16=False, fp16=True), model=model)
+    assert training.fp32_trainable_weights(fake) == ["0.weight", "0.bias"]
+    assert lora.weight.dtype == torch.float32 and frozen.weight.dtype == torch.bfloat16
