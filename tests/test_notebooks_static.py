@@ -47,3 +47,26 @@ def test_readme_results_table_matches_results_files():
     section = _re.search(r"<!-- results:start -->\n(.*?)<!-- results:end -->", readme, _re.S)
     assert section, "README lacks the results markers"
     assert section.group(1) == results_markdown(ROOT / "results"), "run `python scripts/update_readme.py`"
+
+
+def test_gpu_check_refuses_clearly_without_cuda():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "needs a CUDA GPU" in out.stderr
+
+
+def test_colab_check_flags_a_torch_change():
+    """The install check's verdict from pip's --report (the resolver itself needs PyPI: `make colab-check`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cci", ROOT / "scripts" / "check_colab_install.py")
+    cci = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cci)
+    keep = {"install": [{"metadata": {"name": "numpy", "version": "2.2.6"}}]}
+    replace = {"install": [{"metadata": {"name": "Torch", "version": "2.14.1"}}, *keep["install"]]}
+    assert cci.torch_problem(keep, "2.9.0") is None
+    assert "torch 2.14.1" in cci.torch_problem(replace, "2.9.0")
+    assert cci.changes(replace) == {"torch": "2.14.1", "numpy": "2.2.6"}
