@@ -182,11 +182,15 @@ def run_times_markdown(folder: Path) -> str:
     if not path.is_file():
         return ""
     times = json.loads(path.read_text())
-    lines = ["", "Wall time of each notebook under `make run` (`results/course_run_times.json`):", "",
-             "| profile | notebook | seconds | status |", "|---|---|---|---|"]
+    lines = ["", "Wall time of each notebook under `make run` (`results/course_run_times.json`), per profile and the",
+             "precision it ran in (bf16 on CPUs with native bf16, fp32 on others):", "",
+             "| profile-precision | notebook | seconds | status | date | CPU |", "|---|---|---|---|---|---|"]
     for profile, runs in sorted(times.items()):
         for name, rec in sorted(runs.items()):
-            lines.append(f"| {profile} | {name} | {rec['seconds']:.0f} | {rec['status']} |")
+            lines.append(f"| {profile} | {name} | {rec['seconds']:.0f} | {rec['status']} | {rec.get('date', '?')} "
+                         f"| {rec.get('cpu', '?')} |")
+        total = sum(rec["seconds"] for rec in runs.values())
+        lines.append(f"| {profile} | **all {len(runs)}** | **{total:.0f}** ({total / 60:.1f} min) | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -2,7 +2,8 @@
 
 Each notebook runs top to bottom in a fresh kernel on the detected profile (or COURSE_PROFILE).
 Executed copies go to outputs/executed/, figures to figures/, numbers to results/. The wall time
-of every notebook is written to results/course_run_times.json: a benchmark of the course itself.
+of every notebook is written to results/course_run_times.json, under the profile and the precision it ran in
+("cpu-bf16", "cpu-fp32") with the CPU it ran on: a benchmark of the course itself.
 
 Usage: python scripts/run_course.py [name-prefix ...]     e.g.  python scripts/run_course.py 01 02
 """
@@ -26,6 +27,21 @@ from helpers.paths import outputs_dir, results_dir  # noqa: E402
 from helpers.profiles import get_profile  # noqa: E402
 
 CELL_TIMEOUT_S = 1800
+
+
+def run_key(profile) -> str:
+    """Where a run's times go in course_run_times.json: the profile and the precision it ran in ("cpu-fp32")."""
+    return f"{profile.name}-{profile.precision}"
+
+
+def cpu_kind() -> str:
+    """The CPU model, whether it has native bf16, and any instruction-set limit set for oneDNN/ATen."""
+    from helpers.hardware import BF16_FLAGS, cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    kind = "flags unknown" if flags is None else ("native bf16" if flags & set(BF16_FLAGS) else "no native bf16")
+    limits = [f"{v}={os.environ[v]}" for v in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(v)]
+    return f"{cpu_model()}, {os.cpu_count()} cores, {kind}" + (f", limited by {' '.join(limits)}" if limits else "")
 
 
 def main(prefixes: list[str]) -> int:
@@ -59,13 +75,13 @@ def main(prefixes: list[str]) -> int:
         out = outputs_dir("executed") / nb_path.name
         nbformat.write(nb, out)
         print(f"=== {nb_path.name}: {status} in {seconds:.0f} s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
-        times.setdefault(profile.name, {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
-                                                            "date": time.strftime("%Y-%m-%d")}
+        times.setdefault(run_key(profile), {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
+                                                                "date": time.strftime("%Y-%m-%d"), "cpu": cpu_kind()}
         tmp = times_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(times, indent=2) + "\n")
         tmp.replace(times_path)
-    print("\nWall time per notebook on profile", profile.name)
-    for name, rec in times.get(profile.name, {}).items():
+    print("\nWall time per notebook on profile", run_key(profile))
+    for name, rec in times.get(run_key(profile), {}).items():
         print(f"  {name:<32} {rec['seconds']:>7.0f} s  {rec['status']}")
     if failed:
         print(f"\nFAILED: {failed}. The executed copies under outputs/executed/ show the error cell.")
