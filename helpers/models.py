@@ -207,6 +207,7 @@ def _gptq_awq_loading_config(path: str):
     from .quant import default_backend
 
     backend = default_backend(method, int(q.get("bits", 4)), cuda=True).value
+    backend = {"awq_torch": "torch_awq"}.get(backend, backend)  # transformers' AwqConfig knows GPTQModel's older name
     return (AwqConfig if method == "awq" else GPTQConfig)(bits=int(q.get("bits", 4)), backend=backend)
 
 

@@ -229,3 +229,25 @@ def test_layer_inputs_are_what_the_layer_sees_in_a_full_forward_pass():
     assert torch.equal(got, torch.cat(full).float())
     assert later_calls == []    # each forward pass stopped at the layer
     assert not model.get_submodule(name)._forward_pre_hooks    # and the hook is gone
+
+
+@pytest.mark.parametrize("method,bits,expected", [("gptq", 4, "gptq_triton"), ("gptq", 3, "gptq_torch"),
+                                                  ("awq", 4, "awq_torch")])
+def test_cuda_kernels_need_no_nvcc_and_reach_from_pretrained(tmp_path, method, bits, expected):
+    """On CUDA the course asks for Triton or torch kernels (no nvcc build), for GPTQModel and for transformers'
+    from_pretrained alike (a loading-only quantization config)."""
+    import json as _json
+
+    from helpers.models import _gptq_awq_loading_config
+
+    assert quant.default_backend(method, bits, cuda=True).value == expected
+    assert quant.default_backend(method, bits, cuda=False).value in ("gptq_torch", "awq_torch")
+    (tmp_path / "config.json").write_text(_json.dumps({"quantization_config": {"quant_method": method, "bits": bits}}))
+    loading = _gptq_awq_loading_config(str(tmp_path))
+    from gptqmodel import BACKEND
+    from gptqmodel.utils.backend import normalize_backend
+
+    backend = loading.get_loading_attributes()["backend"]
+    assert normalize_backend(getattr(backend, "value", backend), quant_method=method) == BACKEND(expected)  # as GPTQModel reads it
+    (tmp_path / "config.json").write_text(_json.dumps({"model_type": "llama"}))
+    assert _gptq_awq_loading_config(str(tmp_path)) is None
