@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
@@ -251,3 +252,38 @@ def test_cuda_kernels_need_no_nvcc_and_reach_from_pretrained(tmp_path, method, b
     assert normalize_backend(getattr(backend, "value", backend), quant_method=method) == BACKEND(expected)  # as GPTQModel reads it
     (tmp_path / "config.json").write_text(_json.dumps({"model_type": "llama"}))
     assert _gptq_awq_loading_config(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_fp32_quantization_and_torch_kernels_on_cpus_without_native_bf16(tmp_path, monkeypatch, method):
+    """On a CPU without native bf16 (decided fp32) GPTQModel quantizes in fp32 and its torch kernels load and run
+    in fp32: the same outputs as the layer's dequantized weights in full precision, and no bf16 anywhere."""
+    from helpers import hardware
+    from helpers.models import tiny_model_dir
+
+    monkeypatch.setenv(hardware.OVERRIDE_VAR, "fp32")  # the child process inherits it
+    monkeypatch.delenv(hardware.DECIDED_VAR, raising=False)  # restored after the test, with this process's decision
+    hardware.cpu_precision.cache_clear()
+    try:
+        assert quant.default_dtype() == torch.float32
+        profile = get_profile("tiny")
+        out = tmp_path / method
+        quant.gptqmodel_quantize(tiny_model_dir(), out, method, 4, profile.quant_group_size,
+                                 text.stdlib_samples("calibration", 8), awq_clip=False)
+        assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
+        model = quant.load_gptqmodel(out, method)
+        assert quant.kernels_in(model) == (["AwqTorchLinear"] if method == "awq" else ["TorchLinear"])
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        tok = models.load_tokenizer(profile)
+        ids = tok("def f(x): return x", return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = model(ids).logits
+            layer = next(m for m in model.modules() if hasattr(m, "qweight"))
+            x = torch.randn(3, layer.in_features)
+            ref = x @ layer.dequantize_weight().float() if method == "gptq" else None
+            got = layer(x)
+        assert logits.dtype == torch.float32 and torch.isfinite(logits).all() and got.dtype == torch.float32
+        if ref is not None:
+            assert torch.allclose(got, ref, atol=1e-5)
+    finally:
+        hardware.cpu_precision.cache_clear()
