@@ -57,13 +57,14 @@ def quiet() -> None:
         pass
 
 
-def setup(notebook: str, seed: int = 0) -> Profile:
-    """Pick the profile, seed everything, silence noise and print what runs and why.
+def setup(notebook: str, seed: int = 0, profile: Profile | None = None) -> Profile:
+    """Pick the profile (or take ``profile``, as a child process does), seed everything, silence noise and print
+    what runs and why.
 
     On the offline profiles (``tiny``, ``cpu``) it also switches the Hugging Face Hub off, so nothing
     tries the network.
     """
-    profile = get_profile()
+    profile = profile or get_profile()
     os.environ["COURSE_NOTEBOOK"] = notebook  # child processes (helpers.isolated) record who started them
     if not profile.needs_cuda:
         # tiny/cpu run offline by design: no Hub calls (set before transformers is imported by the notebook).

@@ -105,8 +105,11 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
         return report
     folder = adapter_path(profile, kind, learning_rate)
     log = folder.parent / f"{folder.name}_{kind}.log"
+    profile_file = folder.parent / f"{folder.name}_{kind}.profile.json"  # the whole profile, not its name
+    profile_file.parent.mkdir(parents=True, exist_ok=True)
+    profile_file.write_text(profile.to_json())
     with follow_log(log, STEP_PATTERN, profile.sft_steps, f"{kind} training (fresh process)", "step"):
-        code = run_module("helpers.isolated", [profile.name, kind, os.environ.get("COURSE_NOTEBOOK", "a notebook"),
+        code = run_module("helpers.isolated", [str(profile_file), kind, os.environ.get("COURSE_NOTEBOOK", "a notebook"),
                                                str(learning_rate or "")], log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():
         raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). "
@@ -160,7 +163,7 @@ def log_tail(log: Path, lines: int) -> str:
     return "\n".join(log.read_text(errors="ignore").strip().splitlines()[-lines:])
 
 
-def _train(profile_name: str, kind: str, trained_by: str, learning_rate: str = "") -> None:
+def _train(profile_file: str, kind: str, trained_by: str, learning_rate: str = "") -> None:
     """The child process: train ``kind`` while sampling RSS, save the adapter with its report (``train_info.json``)."""
     import torch
     from transformers import TrainerCallback
@@ -172,8 +175,11 @@ def _train(profile_name: str, kind: str, trained_by: str, learning_rate: str = "
     from .results import peak_rss_mb
     from .training import run_record, save_adapter, train_sft_lora
 
-    os.environ["COURSE_PROFILE"] = profile_name
-    profile = setup(f"{trained_by}: {kind}, fresh process")
+    from .profiles import Profile
+
+    profile = Profile.from_json(Path(profile_file).read_text())
+    os.environ["COURSE_PROFILE"] = profile.name
+    profile = setup(f"{trained_by}: {kind}, fresh process", profile=profile)
     rate = float(learning_rate) if learning_rate else None
     peak = {"rss": 0.0}
     rss_by_step: list[float] = []
@@ -212,5 +218,5 @@ def _train(profile_name: str, kind: str, trained_by: str, learning_rate: str = "
     })
 
 
-if __name__ == "__main__":  # python -m helpers.isolated <profile> <kind> <notebook> <learning rate or "">
+if __name__ == "__main__":  # python -m helpers.isolated <profile.json> <kind> <notebook> <learning rate or "">
     _train(*sys.argv[1:5])

@@ -67,6 +67,48 @@ class Profile:
     reason: str = field(default="", compare=False)
     precision_reason: str = field(default="", compare=False)
 
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, naming each (``dataclasses.replace`` builds a new profile, so it checks too)."""
+        problems = []
+        for f in ("max_length", "train_batch_size", "grad_accum", "sft_steps", "lora_r", "lora_alpha", "dpo_steps",
+                  "dpo_batch_size", "eval_batch_size", "max_new_tokens", "ppl_window", "ppl_max_tokens",
+                  "quant_calibration_samples", "quant_calibration_chars"):
+            value = getattr(self, f)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{f}={value!r} (a whole number above 0)")
+        for f in ("n_train", "n_eval"):
+            value = getattr(self, f)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                problems.append(f"{f}={value!r} (None for all rows, or a whole number above 0)")
+        for f in ("sft_learning_rate", "dpo_learning_rate", "dpo_beta"):
+            value = getattr(self, f)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                problems.append(f"{f}={value!r} (a number above 0)")
+        if not isinstance(self.dpo_sft_weight, (int, float)) or self.dpo_sft_weight < 0:
+            problems.append(f"dpo_sft_weight={self.dpo_sft_weight!r} (0 or more)")
+        if self.precision not in ("fp32", "bf16", "fp16", "auto"):
+            problems.append(f"precision={self.precision!r} (fp32, bf16 or fp16)")
+        if self.precision == "fp16" and not self.needs_cuda:
+            problems.append("precision='fp16' on a CPU profile (CPUs train in fp32 or bf16)")
+        if problems:
+            raise ProfileError(f"Profile '{self.name}' has values no run can use: {'; '.join(problems)}.")
+
+    def to_json(self) -> str:
+        """The whole profile as JSON: what a child process receives (:meth:`from_json`), so that a profile changed
+        with ``dataclasses.replace`` trains and quantizes exactly as the notebook that made it."""
+        import json
+        from dataclasses import asdict
+
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Profile":
+        import json
+
+        values = json.loads(text)
+        values["quant_bits"] = tuple(values["quant_bits"])
+        return cls(**values)
+
     @property
     def device(self) -> str:
         """``"cuda"`` for GPU profiles, else ``"cpu"``."""

@@ -12,7 +12,9 @@ from helpers import get_profile, isolated, training
 
 @pytest.fixture(scope="module")
 def qlora_run():
-    profile = get_profile("tiny")
+    from dataclasses import replace
+
+    profile = replace(get_profile("tiny"), sft_steps=3)  # a changed profile: the child must train it, not "tiny"
     return profile, isolated.train_isolated(profile, "qlora", learning_rate=2 * profile.sft_learning_rate)
 
 
@@ -29,7 +31,7 @@ def test_isolated_run_reports_memory_time_settings_and_saves_an_adapter(qlora_ru
     assert max(rates) > profile.sft_learning_rate  # the override reached the trainer in the child process
     assert (training.adapter_dir(profile, "06_qlora") / "adapter_config.json").is_file()
     log = isolated.adapter_path(profile, "qlora").parent / "tiny_qlora.log"  # what the progress bar followed
-    steps = [int(n) for n in re.findall(r"training step (\d+) of 4", log.read_text())]
+    steps = [int(n) for n in re.findall(r"training step (\d+) of 3", log.read_text())]
     assert steps == list(range(1, profile.sft_steps + 1))
 
 
@@ -72,6 +74,6 @@ def test_unknown_kind_is_refused_with_the_valid_ones():
 def test_a_failing_child_raises_with_the_end_of_its_log():
     from dataclasses import replace
 
-    unknown = replace(get_profile("tiny"), name="no-such-profile")  # the child process cannot set it up
-    with pytest.raises(isolated.TrainingError, match=r"(?s)failed \(exit 1\).*Unknown profile 'no-such-profile'"):
-        isolated.train_isolated(unknown, "lora")
+    missing = replace(get_profile("tiny"), model_source="hub", model_id="no-such/model")  # offline: cannot load
+    with pytest.raises(isolated.TrainingError, match=r"(?s)failed \(exit 1\).*Could not load 'no-such/model'"):
+        isolated.train_isolated(missing, "lora")

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from helpers import profiles
@@ -152,3 +154,24 @@ def test_4bit_compute_dtype_follows_the_gpu():
 
     assert PROFILES["t4"].compute_dtype_4bit == torch.float16  # no bf16 below compute capability 8.0
     assert PROFILES["a100"].compute_dtype_4bit == torch.bfloat16
+
+
+@pytest.mark.parametrize("change,named", [({"sft_steps": -3}, "sft_steps=-3"), ({"train_batch_size": 0}, "train_batch_size=0"),
+                                          ({"sft_learning_rate": 0.0}, "sft_learning_rate=0.0"),
+                                          ({"precision": "fp8"}, "precision='fp8'"), ({"n_eval": -1}, "n_eval=-1")])
+def test_values_no_run_can_use_are_refused_when_the_profile_is_built(change, named):
+    from dataclasses import replace
+
+    with pytest.raises(ProfileError, match=re.escape(named)):
+        replace(PROFILES["tiny"], **change)
+
+
+def test_the_whole_profile_survives_the_trip_to_a_child_process(monkeypatch):
+    from dataclasses import replace
+
+    from helpers.profiles import Profile
+
+    fake_cuda(monkeypatch, False)
+    changed = replace(get_profile("cpu"), sft_steps=7, train_batch_size=2, precision="fp32", quant_bits=(3,))
+    back = Profile.from_json(changed.to_json())
+    assert back == changed and back.precision_reason == changed.precision_reason and back.quant_bits == (3,)
