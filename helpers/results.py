@@ -182,15 +182,23 @@ def run_times_markdown(folder: Path) -> str:
     if not path.is_file():
         return ""
     times = json.loads(path.read_text())
-    lines = ["", "Wall time of each notebook under `make run` (`results/course_run_times.json`), per profile and the",
-             "precision it ran in (bf16 on CPUs with native bf16, fp32 on others):", "",
-             "| profile-precision | notebook | seconds | status | date | CPU |", "|---|---|---|---|---|---|"]
-    for profile, runs in sorted(times.items()):
-        for name, rec in sorted(runs.items()):
-            lines.append(f"| {profile} | {name} | {rec['seconds']:.0f} | {rec['status']} | {rec.get('date', '?')} "
-                         f"| {rec.get('cpu', '?')} |")
-        total = sum(rec["seconds"] for rec in runs.values())
-        lines.append(f"| {profile} | **all {len(runs)}** | **{total:.0f}** ({total / 60:.1f} min) | | | |")
+    runs = sorted(times)
+    notebooks = sorted({name for recs in times.values() for name in recs})
+    lines = ["", "Wall time of each notebook under `make run` (`results/course_run_times.json`), in seconds, per profile",
+             "and the precision it ran in (bf16 on CPUs with native bf16, fp32 on others):", "",
+             "| notebook | " + " | ".join(runs) + " |", "|---|" + "---|" * len(runs)]
+    for name in notebooks:
+        cells = [times[r].get(name) for r in runs]
+        lines.append(f"| {name} | " + " | ".join("–" if c is None else f"{c['seconds']:.0f}"
+                                                   + ("" if c["status"] == "ok" else f" ({c['status']})")
+                                                   for c in cells) + " |")
+    totals = [sum(c["seconds"] for c in times[r].values()) for r in runs]
+    lines.append("| **all** | " + " | ".join(f"**{t:.0f}** ({t / 60:.1f} min)" for t in totals) + " |")
+    lines.append("")
+    for r in runs:
+        dates = sorted({c.get("date", "?") for c in times[r].values()})
+        cpus = sorted({c.get("cpu", "?") for c in times[r].values()})
+        lines.append(f"- `{r}`: {', '.join(dates)}; {'; '.join(cpus)}")
     return "\n".join(lines) + "\n"
 
 
