@@ -333,23 +333,39 @@ def default_backend(method: str, bits: int = 4, cuda: bool | None = None):
     return BACKEND.GPTQ_TRITON if cuda and bits in (2, 4, 8) else BACKEND.GPTQ_TORCH
 
 
-def default_dtype() -> torch.dtype:
-    """The dtype GPTQModel quantizes and runs in: the profile's compute dtype (:attr:`Profile.compute_dtype`).
+def default_dtype(method: str = "gptq") -> torch.dtype:
+    """The dtype GPTQModel quantizes ``method`` in: the profile's compute dtype (:attr:`Profile.compute_dtype`),
+    except that AWQ always quantizes in 16-bit.
 
-    Left to itself GPTQModel picks bf16 on every CPU, which is tens of times slower than fp32 on CPUs without
-    native bf16; on those the course uses fp32 (see :func:`torch_kernels_allow_fp32`)."""
+    Left to itself GPTQModel quantizes in bf16 on every CPU, several times slower than fp32 on CPUs without native
+    bf16 (SmolLM2-135M, one 4-bit GPTQ: 37 s in fp32 against 175 s in bf16 on such CPUs), so there GPTQ quantizes
+    in fp32 (:func:`torch_kernels_allow_fp32`). GPTQModel 7.6's AWQ quantized in fp32 gives a broken model
+    (SmolLM2-135M: perplexity above 1e8 against 20 in bf16; its group scales come out up to 25x too large), so
+    AWQ quantizes in bf16 on CPU (fp16 on a T4): slower on those CPUs, but right."""
     from .profiles import get_profile
 
-    return get_profile().compute_dtype
+    dtype = get_profile().compute_dtype
+    if method == "awq" and dtype == torch.float32:
+        return torch.bfloat16
+    return dtype
+
+
+def kernel_dtype() -> torch.dtype:
+    """The dtype GPTQModel's own loader runs its kernels in: fp16 or bf16, the only ones they support (bf16 on
+    every CPU, as GPTQModel itself picks; the profile's on a GPU). Through ``from_pretrained`` (what the course
+    measures) the same checkpoints run in the model's fp32 on CPU, and the kernels cast their weights to it."""
+    from .profiles import get_profile
+
+    dtype = get_profile().compute_dtype
+    return torch.bfloat16 if dtype == torch.float32 else dtype
 
 
 @contextmanager
 def torch_kernels_allow_fp32(dtype: torch.dtype):
-    """Let GPTQModel's torch kernels load a model in fp32 (only when ``dtype`` is fp32).
-
-    ``TorchLinear`` and ``AwqTorchLinear`` list only fp16 and bf16 as supported dtypes, yet their forward pass
-    unpacks the integer weights and multiplies in the input's dtype, so fp32 works (``tests/test_quant.py``
-    checks the outputs). For the duration of the block fp32 is added to their lists."""
+    """Let GPTQModel quantize GPTQ in fp32 (only when ``dtype`` is fp32): it packs the result into its torch
+    kernel's layer, whose declared dtypes are fp16 and bf16 only. Used only inside the quantization child; the
+    saved checkpoint is the same format as a 16-bit one. Running the kernels themselves in fp32 is not safe (3-bit
+    weights dequantized in fp32 corrupted memory in our tests), so loading stays 16-bit (:func:`kernel_dtype`)."""
     if dtype != torch.float32:
         yield
         return
@@ -453,10 +469,11 @@ def gptqmodel_quantize(
     backend=None,
     awq_clip: bool = True,
     awq_clip_tokens: int = 512,
+    dtype: torch.dtype | None = None,
     **config_kwargs,
 ) -> float:
     """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
-    seconds spent.
+    seconds spent. ``dtype`` is the precision it quantizes in (default :func:`default_dtype`).
 
     GPTQModel runs in a fresh child process (``python -m helpers.quant``). Its worker threads pin
     themselves to CPU cores and stay alive after quantizing; on a 2-core machine that left everything the
@@ -479,7 +496,7 @@ def gptqmodel_quantize(
     args = dict(model_dir=str(model_dir), out_dir=str(out_dir), method=method, bits=bits, group_size=group_size,
                 calibration=list(calibration), batch_size=batch_size, backend=str(getattr(backend, "name", backend)).upper(),
                 awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs,
-                dtype=str(default_dtype()).removeprefix("torch."))
+                dtype=str(dtype or default_dtype(method)).removeprefix("torch."))
     desc = f"{method.upper()} w{bits} g{group_size}"
     with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
         seconds = _quantize_in_child(args, log_path)
@@ -525,18 +542,16 @@ def _quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: 
 
 
 def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: torch.dtype | None = None):
-    """Load a GPTQ/AWQ checkpoint with GPTQModel itself, with :func:`default_backend`'s kernel and the profile's
-    compute dtype (:func:`default_dtype`); returns the HF model."""
+    """Load a GPTQ/AWQ checkpoint with GPTQModel itself, with :func:`default_backend`'s kernel in
+    :func:`kernel_dtype`; returns the HF model."""
     configure_gptqmodel()
     from gptqmodel import GPTQModel
 
     bits = int(checkpoint_format(path).get("bits", 4))
     backend = backend or default_backend(method, bits)
     check_backend(backend)
-    dtype = dtype or default_dtype()
-    with torch_kernels_allow_fp32(dtype):
-        return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
-                              dtype=dtype).model
+    return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
+                          dtype=dtype or kernel_dtype()).model
 
 
 def dir_size_mb(path: str | Path) -> float:

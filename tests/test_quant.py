@@ -254,36 +254,58 @@ def test_cuda_kernels_need_no_nvcc_and_reach_from_pretrained(tmp_path, method, b
     assert _gptq_awq_loading_config(str(tmp_path)) is None
 
 
-@pytest.mark.parametrize("method", ["gptq", "awq"])
-def test_fp32_quantization_and_torch_kernels_on_cpus_without_native_bf16(tmp_path, monkeypatch, method):
-    """On a CPU without native bf16 (decided fp32) GPTQModel quantizes in fp32 and its torch kernels load and run
-    in fp32: the same outputs as the layer's dequantized weights in full precision, and no bf16 anywhere."""
-    from helpers import hardware
-    from helpers.models import tiny_model_dir
+def _logit_error(profile, folder) -> float:
+    """Relative error of a quantized tiny model's logits against the full-precision model's, on held-out text."""
+    tok = models.load_tokenizer(profile)
+    ids = tok(text.stdlib_samples("eval", 1)[0][:600], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ref = models.load_model(profile)(ids).logits
+        out = models.load_model(profile, str(folder))(ids).logits
+    return float((out - ref).norm() / ref.norm())
 
-    monkeypatch.setenv(hardware.OVERRIDE_VAR, "fp32")  # the child process inherits it
-    monkeypatch.delenv(hardware.DECIDED_VAR, raising=False)  # restored after the test, with this process's decision
+
+@pytest.fixture
+def fp32_cpu(monkeypatch):
+    """This process and its children decide fp32, as on a CPU without native bf16."""
+    from helpers import hardware
+
+    monkeypatch.setenv(hardware.OVERRIDE_VAR, "fp32")
+    monkeypatch.delenv(hardware.DECIDED_VAR, raising=False)  # restored after the test
     hardware.cpu_precision.cache_clear()
-    try:
-        assert quant.default_dtype() == torch.float32
-        profile = get_profile("tiny")
-        out = tmp_path / method
-        quant.gptqmodel_quantize(tiny_model_dir(), out, method, 4, profile.quant_group_size,
-                                 text.stdlib_samples("calibration", 8), awq_clip=False)
-        assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
-        model = quant.load_gptqmodel(out, method)
-        assert quant.kernels_in(model) == (["AwqTorchLinear"] if method == "awq" else ["TorchLinear"])
-        assert {p.dtype for p in model.parameters()} == {torch.float32}
-        tok = models.load_tokenizer(profile)
-        ids = tok("def f(x): return x", return_tensors="pt").input_ids
-        with torch.no_grad():
-            logits = model(ids).logits
-            layer = next(m for m in model.modules() if hasattr(m, "qweight"))
-            x = torch.randn(3, layer.in_features)
-            ref = x @ layer.dequantize_weight().float() if method == "gptq" else None
-            got = layer(x)
-        assert logits.dtype == torch.float32 and torch.isfinite(logits).all() and got.dtype == torch.float32
-        if ref is not None:
-            assert torch.allclose(got, ref, atol=1e-5)
-    finally:
-        hardware.cpu_precision.cache_clear()
+    yield get_profile("tiny")
+    hardware.cpu_precision.cache_clear()
+
+
+@pytest.mark.parametrize("method", ["gptq", "awq"])
+def test_quantization_on_cpus_without_native_bf16(tmp_path, fp32_cpu, method):
+    """Where the CPU decides fp32, GPTQ quantizes in fp32 and AWQ in bf16 (GPTQModel's fp32 AWQ is broken: see
+    the next test). Through from_pretrained the checkpoints run in the model's fp32 and stay close to the
+    full-precision model (tiny, 4 bits: relative logit error 0.07-0.08 measured); GPTQModel's own loader runs its
+    kernels in bf16, the 16-bit dtype they support."""
+    profile = fp32_cpu
+    assert quant.default_dtype("gptq") == torch.float32 and quant.default_dtype("awq") == torch.bfloat16
+    assert quant.kernel_dtype() == torch.bfloat16
+    out = tmp_path / method
+    quant.gptqmodel_quantize(models.tiny_model_dir(), out, method, 4, profile.quant_group_size,
+                             text.stdlib_samples("calibration", 8), awq_clip=False)
+    assert json.loads((out / "config.json").read_text())["dtype"] == ("float32" if method == "gptq" else "bfloat16")
+    assert _logit_error(profile, out) < 0.12
+    model = quant.load_gptqmodel(out, method)
+    assert quant.kernels_in(model) == (["AwqTorchLinear"] if method == "awq" else ["TorchLinear"])
+    ids = models.load_tokenizer(profile)("def f(x): return x", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+
+
+def test_gptqmodel_awq_in_fp32_is_still_worse_than_in_bf16(tmp_path, fp32_cpu):
+    """Why AWQ quantizes in bf16 even on fp32 CPUs: GPTQModel 7.6's AWQ in fp32 gives about twice the logit error
+    of the same settings in bf16 on tiny (0.17 against 0.08), and a broken SmolLM2-135M (perplexity above 1e8).
+    If this starts to fail, GPTQModel has fixed it: let :func:`quant.default_dtype` use fp32 for AWQ too."""
+    profile = fp32_cpu
+    errors = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        out = tmp_path / str(dtype)
+        quant.gptqmodel_quantize(models.tiny_model_dir(), out, "awq", 4, profile.quant_group_size,
+                                 text.stdlib_samples("calibration", 8), awq_clip=False, dtype=dtype)
+        errors[dtype] = _logit_error(profile, out)
+    assert errors[torch.float32] > 1.5 * errors[torch.bfloat16], errors
