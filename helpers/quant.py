@@ -351,7 +351,7 @@ def default_dtype(method: str = "gptq") -> torch.dtype:
 
 
 def kernel_dtype() -> torch.dtype:
-    """The dtype GPTQModel's own loader runs its kernels in: fp16 or bf16, the only ones they support (bf16 on
+    """The dtype GPTQModel's own loader runs its kernels in: fp16 or bf16, the dtypes they declare (bf16 on
     every CPU, as GPTQModel itself picks; the profile's on a GPU). Through ``from_pretrained`` (what the course
     measures) the same checkpoints run in the model's fp32 on CPU, and the kernels cast their weights to it."""
     from .profiles import get_profile
@@ -364,8 +364,8 @@ def kernel_dtype() -> torch.dtype:
 def torch_kernels_allow_fp32(dtype: torch.dtype):
     """Let GPTQModel quantize GPTQ in fp32 (only when ``dtype`` is fp32): it packs the result into its torch
     kernel's layer, whose declared dtypes are fp16 and bf16 only. Used only inside the quantization child; the
-    saved checkpoint is the same format as a 16-bit one. Running the kernels themselves in fp32 is not safe (3-bit
-    weights dequantized in fp32 corrupted memory in our tests), so loading stays 16-bit (:func:`kernel_dtype`)."""
+    saved checkpoint is the same format as a 16-bit one. Loading for inference stays within the declared dtypes
+    (:func:`kernel_dtype`)."""
     if dtype != torch.float32:
         yield
         return
