@@ -113,3 +113,27 @@ def test_footprint_counts_4bit_weights_and_scales():
     expected_saving = linear * 4 - linear / 2 - linear / 64 * 4  # fp32 -> 4 bits + one fp32 scale per 64
     saving = (measure.footprint_mb(base) - measure.footprint_mb(nf4)) * 1e6
     assert abs(saving - expected_saving) / expected_saving < 0.02
+
+
+@pytest.mark.parametrize("notebook,name", [("05_bitsandbytes_int8_nf4", "configs"), ("06_qlora", "nf4_config")])
+def test_notebook_configs_are_the_ones_the_helpers_build(notebook, name):
+    """Notebooks 05 and 06 write their BitsAndBytesConfig(...) calls out; notebook 07 and the QLoRA training
+    processes use bnb.bnb_config. Both must describe the same quantization (the notebook's assignment is run here)."""
+    import ast
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / f"{notebook}.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    statement = next(node for cell in cells for node in ast.parse(cell).body
+                     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == name)
+    for compute in (torch.float32, torch.bfloat16, torch.float16):
+        scope = {"COMPUTE": compute, "BitsAndBytesConfig": BitsAndBytesConfig}
+        exec(compile(ast.Module([statement], []), notebook, "exec"), scope)
+        found = scope[name] if name == "configs" else {"nf4_dq": scope[name]}
+        assert set(found) <= set(bnb.KINDS)
+        for kind, config in found.items():
+            assert config.to_dict() == bnb.bnb_config(kind, compute).to_dict(), kind
