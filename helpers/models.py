@@ -187,34 +187,24 @@ def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTraine
         if "quantization_config" not in kwargs and (loading := _gptq_awq_loading_config(path)) is not None:
             kwargs["quantization_config"] = loading  # a kernel that needs no nvcc build (quant.default_backend)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:
         raise _offline_hint(exc, path) from exc
-    return model
-
-
-def gptq_awq_checkpoint(path: str) -> tuple[str, int] | None:
-    """``(method, bits)`` of a local GPTQ/AWQ checkpoint folder, else ``None``."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return None
-    q = json.loads(config.read_text()).get("quantization_config") or {}
-    if q.get("quant_method") not in ("gptq", "awq"):
-        return None
-    return q["quant_method"], int(q.get("bits", 4))
 
 
 def _gptq_awq_loading_config(path: str):
     """For a local GPTQ/AWQ checkpoint: a transformers quantization config that only sets the loading kernel
     (:func:`helpers.quant.default_backend` on CUDA); ``None`` for anything else."""
-    found = gptq_awq_checkpoint(path)
-    if found is None:
+    if not (Path(path) / "config.json").is_file():
+        return None
+    from .quant import checkpoint_format, default_backend
+
+    q = checkpoint_format(path)
+    method, bits = q.get("quant_method"), int(q.get("bits", 4))
+    if method not in ("gptq", "awq"):
         return None
     from transformers import AwqConfig, GPTQConfig
 
-    from .quant import default_backend
-
-    method, bits = found
     backend = default_backend(method, bits, cuda=True).value
     backend = {"awq_torch": "torch_awq"}.get(backend, backend)  # transformers' AwqConfig knows GPTQModel's older name
     return (AwqConfig if method == "awq" else GPTQConfig)(bits=bits, backend=backend)

@@ -126,7 +126,8 @@ class Profile:
     @property
     def compute_dtype(self):
         """The dtype the arithmetic runs in: the profile's precision (fp32, bf16 or fp16). bitsandbytes' 4-bit
-        layers compute in it, and GPTQModel quantizes and runs its kernels in it."""
+        layers compute in it, and GPTQModel quantizes GPTQ in it (see :func:`helpers.quant.default_dtype` for AWQ
+        and :func:`helpers.quant.kernel_dtype` for GPTQModel's own loader)."""
         import torch
 
         if self.precision == "auto":
