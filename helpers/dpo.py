@@ -300,8 +300,8 @@ def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
 # ------------------------------------------------------------------------------------------
 
 
-def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
-    """A ``DPOConfig`` from the profile (current names: no ``max_prompt_length``; ``max_length`` only)."""
+def dpo_config_kwargs(profile: Profile, output_dir, **overrides) -> dict:
+    """The keyword arguments of :func:`dpo_config` (see :func:`helpers.training.sft_config_kwargs`)."""
     kwargs = common_trainer_kwargs(profile, output_dir, profile.dpo_steps, profile.dpo_batch_size,
                                    profile.dpo_learning_rate)
     kwargs["beta"] = profile.dpo_beta
@@ -312,7 +312,12 @@ def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
     # learning rates step for step on identical batches.
     kwargs["warmup_steps"] = 0
     kwargs.update(overrides)
-    return DPOConfig(**kwargs)
+    return kwargs
+
+
+def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
+    """A ``DPOConfig`` from the profile (current names: no ``max_prompt_length``; ``max_length`` only)."""
+    return DPOConfig(**dpo_config_kwargs(profile, output_dir, **overrides))
 
 
 def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max_length: int) -> None:
@@ -325,6 +330,17 @@ def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max
                 f"Pair {i}: the prompt alone is {n} tokens, not shorter than max_length={max_length}; the answers "
                 "would be truncated away. Shorten the prompt or raise max_length."
             )
+
+
+def dpo_settings(profile: Profile) -> dict:
+    """What decides a DPO adapter besides the model it starts from: the trainer settings and the pairs."""
+    import hashlib
+    import json
+
+    config = dpo_config_kwargs(profile, "unused")
+    config.pop("output_dir")
+    pairs = hashlib.sha256(json.dumps(preference_rows(profile, "dpo_train"), sort_keys=True).encode()).hexdigest()[:16]
+    return {"profile": profile.name, "dpo_config": config, "pairs_sha256": pairs}
 
 
 def train_dpo(
@@ -348,25 +364,6 @@ def train_dpo(
         peft_config=peft_config or lora_config(profile),
     )
     return run_trainer(trainer)
-
-
-def ensure_dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """The fully tuned model (SFT, then DPO, both merged) as a full-precision folder.
-
-    Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) or trains it with the profile's settings if
-    it is missing, on top of the merged SFT model.
-    """
-    from .models import load_model, load_tokenizer
-    from .training import adapter_dir, ensure_merged, ensure_sft_merged, save_adapter
-
-    tokenizer = tokenizer or load_tokenizer(profile)
-    sft_dir = ensure_sft_merged(profile, tokenizer)
-    adapter = adapter_dir(profile, "dpo")
-    if not (adapter / "adapter_config.json").is_file():
-        print(f"No DPO adapter for profile '{profile.name}' at {adapter}: training one now (as notebook 02 does).")
-        trainer = train_dpo(profile, load_model(profile, str(sft_dir)), tokenizer, preference_rows(profile, "dpo_train"))
-        save_adapter(trainer, profile, name="dpo")
-    return ensure_merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 
 @torch.no_grad()

@@ -1,13 +1,13 @@
 """QLoRA: the NF4 base it trains on, and the dequantized copy of that base an adapter can be merged into exactly.
 
-The LoRA-against-QLoRA trainings of notebook 06 run in fresh processes: see :mod:`helpers.isolated`.
+The LoRA-against-QLoRA trainings of notebook 06 run in fresh processes: see ``scripts/sft.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .isolated import check_kind
+from .training import check_kind
 from .profiles import Profile
 
 

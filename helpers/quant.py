@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .isolated import follow_log
+from .processes import follow_log
 from .paths import atomic_folder
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -510,7 +510,7 @@ def _quantize_in_child(args: dict, log_path: Path) -> float:
     import json
     import tempfile
 
-    from .isolated import log_tail, run_module
+    from .processes import log_tail, run_module
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"

@@ -1,13 +1,16 @@
-"""Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``: configs built from the profile.
+"""Supervised fine-tuning with LoRA through TRL's ``SFTTrainer``: the configs notebook 01 writes out, built from
+the profile, and what every trainer of the course needs on the student's hardware (:func:`hardware_fixes`).
 
-Notebook 01 runs :func:`train_sft_lora` in a fresh process (:func:`helpers.isolated.train_isolated`); later
-notebooks that need an SFT adapter call :func:`ensure_sft_adapter`, which reuses ``outputs/sft_lora/<profile>``
-or trains it the same way.
+Notebook 01 builds its ``LoraConfig``, ``SFTConfig`` and ``SFTTrainer`` in its own cells (tests keep them equal to
+:func:`lora_config` and :func:`sft_config`); ``scripts/sft.py`` is the same recipe as a script, which notebook 06
+and :func:`helpers.pipeline.sft_adapter` run in a fresh process. :func:`train_sft_lora` is the one-call version
+for the exercises.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 import warnings
@@ -20,10 +23,49 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from .data import as_dataset, require_columns, sft_rows
-from .paths import atomic_folder, outputs_dir
+from .paths import outputs_dir
 from .profiles import Profile
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+KINDS = ("lora", "qlora")  # LoRA on the full-precision base, LoRA on a 4-bit base
+PROFILE_LORA = object()    # train_sft_lora's default adapter: lora_config(profile)
+
+
+def check_kind(kind: str) -> None:
+    """Refuse anything but ``"lora"`` and ``"qlora"``, naming both."""
+    if kind not in KINDS:
+        raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
+
+
+def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict],
+                    kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True) -> dict:
+    """Everything that decides an SFT run's result, read from the objects the run is built from: base model, LoRA
+    config (``None``: full fine-tuning), trainer settings, data, and for ``"qlora"`` the 4-bit format of the base.
+    Two runs with equal settings train the same adapter (seeded); an adapter's manifest records them
+    (:mod:`helpers.artifacts`)."""
+    check_kind(kind)
+    lora = {} if peft_config is None else {
+        "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
+        "lora_targets": sorted(peft_config.target_modules)}
+    trainer = {k: getattr(args, k) for k in (
+        "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_steps",
+        "max_length", "gradient_checkpointing", "bf16", "fp16", "seed", "data_seed", "completion_only_loss")}
+    settings = {"kind": kind, "model_id": model_id, **lora, **trainer,
+                "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+                "data_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]}
+    if kind == "qlora":
+        settings.update(quant_type=quant_type, double_quant=double_quant)
+    return settings
+
+
+def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | None = None,
+                 quant_type: str = "nf4", double_quant: bool = True) -> dict:
+    """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's)."""
+    from types import SimpleNamespace
+
+    kwargs = sft_config_kwargs(profile, "unused", **({"learning_rate": learning_rate} if learning_rate else {}))
+    args = SimpleNamespace(completion_only_loss=None, **kwargs)  # SFTConfig's values, without building one
+    return recipe_settings(profile.model_id, lora_config(profile), args, sft_rows(profile), kind, quant_type, double_quant)
 
 
 def precision_kwargs(profile: Profile) -> dict:
@@ -66,13 +108,19 @@ def common_trainer_kwargs(profile: Profile, output_dir: str | Path, steps: int, 
     )
 
 
-def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
-    """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
+def sft_config_kwargs(profile: Profile, output_dir: str | Path, **overrides) -> dict:
+    """The keyword arguments of :func:`sft_config` (building a TRL config object resets Accelerate's state, which
+    breaks a trainer that already exists; code that only needs the settings reads these)."""
     kwargs = common_trainer_kwargs(profile, output_dir, profile.sft_steps, profile.train_batch_size,
                                    profile.sft_learning_rate)
     kwargs["gradient_accumulation_steps"] = profile.grad_accum
     kwargs.update(overrides)
-    return SFTConfig(**kwargs)
+    return kwargs
+
+
+def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
+    """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
+    return SFTConfig(**sft_config_kwargs(profile, output_dir, **overrides))
 
 
 def train_sft_lora(
@@ -81,13 +129,15 @@ def train_sft_lora(
     tokenizer: PreTrainedTokenizerBase,
     rows: list[dict] | None = None,
     output_dir: str | Path | None = None,
-    peft_config: LoraConfig | None = None,
+    peft_config: LoraConfig | None = PROFILE_LORA,
     callbacks: list | None = None,
     **config_overrides,
 ) -> SFTTrainer:
-    """Fine-tune ``model`` with LoRA on prompt-completion ``rows`` (the profile's SFT rows by default).
+    """Fine-tune ``model`` with LoRA on prompt-completion ``rows`` (the profile's SFT rows by default): notebook
+    01's cells in one call.
 
-    ``peft_config`` defaults to :func:`lora_config` of the profile; ``config_overrides`` go to
+    ``peft_config`` defaults to :func:`lora_config` of the profile; ``peft_config=None`` fine-tunes every weight
+    (full fine-tuning: use a learning rate near 2e-5). ``config_overrides`` go to
     :func:`sft_config` (e.g. ``max_steps=10``). Returns the trainer after ``train()``: ``trainer.model`` is the PEFT model and
     ``trainer.state.log_history`` holds the loss curve. Nothing is saved here; see
     :func:`save_adapter`.
@@ -100,7 +150,7 @@ def train_sft_lora(
         args=sft_config(profile, output_dir, **config_overrides),
         train_dataset=as_dataset(rows),
         processing_class=tokenizer,
-        peft_config=peft_config or lora_config(profile),
+        peft_config=lora_config(profile) if peft_config is PROFILE_LORA else peft_config,
         callbacks=callbacks,
     )
     return run_trainer(trainer)
@@ -203,15 +253,28 @@ def fp32_trainable_weights(trainer) -> list[str]:
     return names
 
 
-def run_trainer(trainer):
-    """``trainer.train()`` (with :func:`full_logits_head_on_cpu`, after :func:`fp32_trainable_weights`), timed into
-    ``trainer.train_seconds``, then :func:`unwrap_autocast`; returns the trainer."""
+@contextlib.contextmanager
+def hardware_fixes(trainer):
+    """Wrap ``trainer.train()`` in this block to train right on the student's hardware (details in the README's
+    "Under the hood"):
+
+    - trainable bf16 weights go back to fp32 unless the trainer computes in bf16 (:func:`fp32_trainable_weights`);
+    - on CPU, TRL's chunked LM head is replaced by the plain computation (:func:`full_logits_head_on_cpu`);
+    - afterwards the model computes in its own dtype again (:func:`unwrap_autocast`), ready to evaluate.
+
+    The training time goes to ``trainer.train_seconds``."""
     fp32_trainable_weights(trainer)
     start = time.perf_counter()
     with full_logits_head_on_cpu():
-        trainer.train()
+        yield trainer
     trainer.train_seconds = time.perf_counter() - start
     unwrap_autocast(trainer)
+
+
+def run_trainer(trainer):
+    """``trainer.train()`` inside :func:`hardware_fixes`; returns the trainer."""
+    with hardware_fixes(trainer):
+        trainer.train()
     return trainer
 
 
@@ -230,11 +293,15 @@ def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
     return outputs_dir(name) / profile.name
 
 
-def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None) -> Path:
-    """Save the trained adapter atomically under :func:`adapter_dir`, with a ``train_info.json`` holding
-    :func:`run_record` (steps, time, loss history) and ``info``."""
-    target = adapter_dir(profile, name)
-    with atomic_folder(target) as tmp:
+def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None,
+                 inputs: dict | None = None, folder: str | Path | None = None) -> Path:
+    """Save the trained adapter atomically in ``folder`` (default :func:`adapter_dir`), with a ``train_info.json``
+    holding :func:`run_record` (steps, time, loss history) and ``info``, and a manifest of its ``inputs``
+    (default :func:`run_settings` of a LoRA run; see :mod:`helpers.artifacts`)."""
+    from .artifacts import artifact
+
+    target = Path(folder) if folder else adapter_dir(profile, name)
+    with artifact(target, run_settings(profile) if inputs is None else inputs) as tmp:
         trainer.model.save_pretrained(tmp)
         record = {"profile": profile.name, **run_record(trainer), **(info or {})}
         (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
@@ -245,49 +312,9 @@ def missing_adapter_message(path: Path, name: str = "sft_lora") -> str:
     """The error text for a missing adapter: what is missing and how to produce it."""
     return (
         f"No '{name}' adapter at {path} (expected adapter_config.json there). Produce it by running "
-        "notebooks/01_sft_lora.ipynb, or call helpers.training.ensure_sft_adapter(profile), "
-        "which trains it with the same settings."
+        "notebooks/01_sft_lora.ipynb, or call helpers.pipeline.sft_adapter(profile), "
+        "which trains it with the same settings (scripts/sft.py)."
     )
-
-
-def ensure_sft_adapter(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """Return the folder of this profile's SFT LoRA adapter, training it first if it is missing (in a fresh
-    process, as notebook 01 does: :func:`helpers.isolated.train_isolated`). ``tokenizer`` is accepted for
-    symmetry with the other ``ensure_*`` helpers; the training process loads its own."""
-    target = adapter_dir(profile)
-    if (target / "adapter_config.json").is_file():
-        return target
-    print(f"No SFT adapter for profile '{profile.name}' at {target}: training one now, as notebook 01 does.")
-    from .isolated import train_isolated
-
-    return Path(train_isolated(profile, "lora")["adapter"])
-
-
-def ensure_merged(profile: Profile, adapter: Path, name: str, base_path: str | None = None,
-                  tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """A full-precision model folder ``outputs/<name>/<profile>/``: ``adapter`` merged into the base
-    (``base_path``, default the profile's model). Reused while it is newer than the adapter; written to a
-    temporary folder first, so an interrupted save never leaves a half-written model."""
-    from .models import load_model, load_tokenizer
-
-    target = outputs_dir(name) / profile.name
-    weights = target / "model.safetensors"
-    if weights.is_file() and weights.stat().st_mtime >= (Path(adapter) / "adapter_config.json").stat().st_mtime:
-        return target
-    tokenizer = tokenizer or load_tokenizer(profile)
-    merged = load_adapter(load_model(profile, base_path), adapter).merge_and_unload()
-    with atomic_folder(target) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target
-
-
-def ensure_sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
-    """The SFT model with notebook 01's adapter merged in (the model notebooks 03-05 compress).
-
-    Trains the adapter first if it is missing (:func:`ensure_sft_adapter`); see :func:`ensure_merged`.
-    """
-    return ensure_merged(profile, ensure_sft_adapter(profile, tokenizer), "sft_merged", tokenizer=tokenizer)
 
 
 def load_adapter(model: PreTrainedModel, path: str | Path, adapter_name: str = "default", **kwargs):

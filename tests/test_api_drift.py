@@ -60,7 +60,8 @@ HELPER_OWN_PARAMS = {  # keywords the forwarding helpers take themselves
 
 
 def _sources() -> list[tuple[str, str]]:
-    files = [(str(p.relative_to(ROOT)), p.read_text()) for p in sorted((ROOT / "helpers").glob("*.py"))]
+    files = [(str(p.relative_to(ROOT)), p.read_text())
+             for p in sorted((ROOT / "helpers").glob("*.py")) + sorted((ROOT / "scripts").glob("*.py"))]
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         for cell in cells:

@@ -189,24 +189,23 @@ def test_from_scratch_loss_with_sft_term_matches_trl():
 
 @pytest.mark.parametrize("name", ["tiny", "cpu"])
 def test_notebook_02_dpo_config_is_the_one_the_helpers_build(name):
-    """Notebook 02 writes its DPOConfig(...) out; dpo.dpo_config (what ensure_dpo_merged trains with when 02 has
+    """Notebook 02 writes its DPOConfig(...) out; dpo.dpo_config (what pipeline.dpo_merged trains with when 02 has
     not run) must build the same configuration."""
-    import ast
-    import json
-    from pathlib import Path
-
     from trl import DPOConfig
 
     from helpers import training
     from helpers.paths import outputs_dir
+    from notebook_code import assignment
 
-    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "02_dpo.ipynb").read_text())
-    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
-    statement = next(node for cell in cells for node in ast.parse(cell).body
-                     if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "config"
-                     and "DPOConfig" in ast.unparse(node.value))
     profile = get_profile(name)
     scope = {"DPOConfig": DPOConfig, "profile": profile, "training": training, "outputs_dir": outputs_dir}
-    exec(compile(ast.Module([statement], []), "02_dpo", "exec"), scope)
     ours = dpo.dpo_config(profile, str(outputs_dir("trainer", f"dpo_{profile.name}")))
-    assert scope["config"].to_dict() == ours.to_dict()
+    assert assignment("02_dpo", "config", "DPOConfig", scope).to_dict() == ours.to_dict()
+
+
+def test_dpo_settings_are_stable_and_follow_the_profile():
+    from dataclasses import replace
+
+    profile = get_profile("tiny")
+    assert dpo.dpo_settings(profile) == dpo.dpo_settings(profile)
+    assert dpo.dpo_settings(replace(profile, dpo_beta=0.5)) != dpo.dpo_settings(profile)

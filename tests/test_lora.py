@@ -1,8 +1,12 @@
+"""Notebook 01's from-scratch LoRA layer (the class written out in its cell), against PEFT's LoRA layer."""
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from helpers.lora import LoRALinear
+from notebook_code import definitions
+
+LoRALinear = definitions("01_sft_lora", "LoRALinear", scope={"torch": torch})["LoRALinear"]
 
 
 def _peft_twin(base: torch.nn.Linear, ours: LoRALinear):

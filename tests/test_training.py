@@ -60,12 +60,18 @@ def test_trained_model_runs_in_its_own_dtype_and_merges_exactly(trained):
     assert torch.allclose(adapter_logits, merged_logits, atol=1e-4)
 
 
-def test_save_reload_adapter_and_ensure_reuses_it(trained):
+def test_save_reload_adapter_and_the_pipeline_reuses_it_only_with_its_settings(trained, capsys):
+    from helpers import artifacts, pipeline
+
     profile, tok, trainer = trained
-    path = training.save_adapter(trainer, profile, info={"note": "test"})
+    path = training.save_adapter(trainer, profile, info={"note": "test"})  # manifest: notebook 01's settings
     assert (path / "adapter_config.json").is_file()
     assert json.loads((path / "train_info.json").read_text())["profile"] == "tiny"
-    assert training.ensure_sft_adapter(profile) == path  # reused, not retrained
+    assert pipeline.sft_adapter(profile) == path  # reused, not retrained
+    assert "SFT adapter: reusing" in capsys.readouterr().out
+    assert artifacts.read_manifest(path)["inputs"] == json.loads(json.dumps(training.run_settings(profile)))
+    assert not artifacts.reusable(path, training.run_settings(profile, learning_rate=0.5), "SFT adapter")
+    assert "made from other inputs (learning_rate)" in capsys.readouterr().out
     reloaded = training.load_adapter(load_model(profile), path)
     batch = tok(["check"], return_tensors="pt")
     with torch.no_grad():
@@ -73,7 +79,7 @@ def test_save_reload_adapter_and_ensure_reuses_it(trained):
 
 
 def test_missing_adapter_says_how_to_produce_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="01_sft_lora.ipynb.*ensure_sft_adapter"):
+    with pytest.raises(FileNotFoundError, match="01_sft_lora.ipynb.*pipeline.sft_adapter"):
         training.load_adapter(torch.nn.Linear(2, 2), tmp_path / "nowhere")
 
 
@@ -130,3 +136,48 @@ def test_training_on_cpu_scores_through_the_full_logits_head(monkeypatch):
     model, tok, _ = load_model_and_tokenizer(profile)
     training.train_sft_lora(profile, model, tok, sft_rows(profile)[:8], max_steps=1)
     assert calls and set(calls) == {"cpu"}
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_notebook_01_and_scripts_sft_build_the_same_recipe(name):
+    """Notebook 01 writes its LoraConfig(...) and SFTConfig(...) out; scripts/sft.py (notebook 06, and the pipeline
+    when 01 has not run) writes them again. Both must equal training.lora_config / sft_config."""
+    import importlib.util
+    from pathlib import Path
+
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from helpers.paths import outputs_dir
+    from notebook_code import assignment
+
+    profile = get_profile(name)
+    out = str(outputs_dir("trainer", f"sft_{profile.name}"))
+    scope = {"profile": profile, "training": training, "outputs_dir": outputs_dir, "LoraConfig": LoraConfig,
+             "SFTConfig": SFTConfig}
+    want_lora, want_args = training.lora_config(profile).to_dict(), training.sft_config(profile, out).to_dict()
+    assert assignment("01_sft_lora", "peft_config", "LoraConfig", scope).to_dict() == want_lora
+    assert assignment("01_sft_lora", "args", "SFTConfig", scope).to_dict() == want_args
+    spec = importlib.util.spec_from_file_location("sft_script", Path(__file__).resolve().parent.parent / "scripts" / "sft.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    lora, args = script.recipe(profile, out)
+    assert lora.to_dict() == want_lora and args.to_dict() == want_args
+
+
+def test_full_fine_tuning_when_peft_config_is_none():
+    profile = get_profile("tiny")
+    model, tok, _ = load_model_and_tokenizer(profile)
+    trainer = training.train_sft_lora(profile, model, tok, sft_rows(profile)[:8], peft_config=None, max_steps=1)
+    params = list(trainer.model.parameters())
+    assert sum(p.numel() for p in params if p.requires_grad) == sum(p.numel() for p in params) and not any("lora_" in n for n, _ in trainer.model.named_parameters())
+
+
+def test_reading_the_settings_leaves_a_live_trainer_working(trained):
+    """Building a TRL config resets Accelerate's state; the manifests are computed without building one."""
+    from helpers import dpo
+
+    profile, _, trainer = trained
+    training.run_settings(profile)
+    dpo.dpo_settings(profile)
+    assert trainer.accelerator.device.type == "cpu"

@@ -1,0 +1,89 @@
+"""Every artifact a later notebook builds on, made or reused by one rule (:mod:`helpers.artifacts`).
+
+- :func:`sft_adapter`: notebook 01's LoRA adapter (``outputs/sft_lora/<profile>``); if it is missing or was
+  trained with other settings, ``scripts/sft.py`` trains it with notebook 01's recipe in a fresh process.
+- :func:`sft_merged`: that adapter merged into the base (the model notebooks 02, 06 and 07 start from).
+- :func:`dpo_merged`: notebook 02's DPO adapter merged into the SFT model (the model notebooks 03-05 and 07
+  compress); the DPO adapter is trained here with notebook 02's settings if it is missing or was trained on
+  another SFT model.
+
+Each function prints what it reused and from where, or what it builds and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from .artifacts import artifact, read_manifest, reusable
+from .paths import fingerprint, outputs_dir
+from .profiles import Profile
+
+
+def sft_adapter(profile: Profile) -> Path:
+    """Notebook 01's SFT LoRA adapter for this profile, trained now (``scripts/sft.py``) unless a saved one has
+    today's settings (:func:`helpers.training.run_settings`)."""
+    from .isolated import train_isolated
+    from .training import adapter_dir, run_settings
+
+    folder = adapter_dir(profile)
+    if reusable(folder, run_settings(profile), "SFT adapter"):
+        return folder
+    return Path(train_isolated(profile, "lora", folder=folder)["adapter"])
+
+
+def merged(profile: Profile, adapter: Path, name: str, base_path: str | None = None,
+           tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """A full-precision model folder ``outputs/<name>/<profile>/``: ``adapter`` merged into the base
+    (``base_path``, default the profile's model). Its manifest records the adapter's and the base's weights
+    fingerprints, so a retrained adapter is merged again."""
+    from .models import base_fingerprint, load_model, load_tokenizer
+    from .training import load_adapter
+
+    target = outputs_dir(name) / profile.name
+    inputs = {"adapter": fingerprint(adapter),
+              "base": fingerprint(base_path) if base_path else base_fingerprint(profile)}
+    if reusable(target, inputs, f"merged model '{name}'"):
+        return target
+    tokenizer = tokenizer or load_tokenizer(profile)
+    model = load_adapter(load_model(profile, base_path), adapter).merge_and_unload()
+    with artifact(target, inputs) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """The base model with notebook 01's adapter merged in (:func:`sft_adapter`, :func:`merged`)."""
+    return merged(profile, sft_adapter(profile), "sft_merged", tokenizer=tokenizer)
+
+
+def dpo_inputs(profile: Profile, sft_dir: Path) -> dict:
+    """What decides notebook 02's DPO adapter: its trainer settings and pairs, and the SFT model it starts from."""
+    from .dpo import dpo_settings
+
+    return {"sft_model": fingerprint(sft_dir), **dpo_settings(profile)}
+
+
+def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
+    """The fully tuned model (SFT, then DPO, both merged) as a full-precision folder.
+
+    Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) when it was trained on today's SFT model, else
+    trains it here with notebook 02's settings (``dpo.train_dpo``)."""
+    from . import dpo
+    from .models import load_model, load_tokenizer
+    from .training import adapter_dir, save_adapter
+
+    tokenizer = tokenizer or load_tokenizer(profile)
+    sft_dir = sft_merged(profile, tokenizer)
+    adapter = adapter_dir(profile, "dpo")
+    inputs = dpo_inputs(profile, sft_dir)
+    if not reusable(adapter, inputs, "DPO adapter"):
+        trainer = dpo.train_dpo(profile, load_model(profile, str(sft_dir)), tokenizer,
+                                dpo.preference_rows(profile, "dpo_train"))
+        save_adapter(trainer, profile, name="dpo", inputs=inputs)
+    return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
+
+
+__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "read_manifest"]

@@ -1,0 +1,70 @@
+"""Run a course script or helper module in a fresh Python process, with a progress bar that follows its log.
+
+Used where a result belongs to a whole process: the peak memory of a training (notebook 06, ``scripts/sft.py``)
+and GPTQModel's quantizations (notebooks 03, 04 and 07), which patch torch for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .paths import helper_env
+
+
+@contextmanager
+def follow_log(path: Path, pattern: re.Pattern, total: int, desc: str, unit: str, zero_based: bool = False) -> Iterator[None]:
+    """Show one progress bar while a child process writes ``path``: the bar follows the last number that
+    ``pattern``'s first group finds in the log (the child's step or layer counter; ``zero_based`` when the
+    first item is numbered 0)."""
+    from tqdm.auto import tqdm
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    done = threading.Event()
+    bar = tqdm(total=total, desc=desc, unit=unit)
+
+    def follow() -> None:
+        while not done.wait(1.0):
+            found = pattern.findall(path.read_text(errors="ignore")) if path.exists() else []
+            if found:
+                bar.n = min(total, int(found[-1]) + zero_based)
+                bar.refresh()
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        bar.n = total
+        bar.close()
+
+
+def run_python(args: list[str], log: Path, timeout_s: int | None = None) -> int:
+    """Run ``python <args>`` from the current folder with the repository importable (output appended to
+    ``log``); return its exit code (-1 after ``timeout_s``)."""
+    with open(log, "a") as out:
+        try:
+            return subprocess.run([sys.executable, *args], cwd=os.getcwd(), env=helper_env(),
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            out.write(f"\n[stopped after {timeout_s} s]\n")
+            return -1
+
+
+def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = None) -> int:
+    """Run ``python -m <module> <args>`` (see :func:`run_python`)."""
+    return run_python(["-m", module, *args], log, timeout_s)
+
+
+def log_tail(log: Path, lines: int) -> str:
+    """The last ``lines`` lines of a child process's log, for the error message when it failed."""
+    return "\n".join(log.read_text(errors="ignore").strip().splitlines()[-lines:])

@@ -1,0 +1,133 @@
+"""Supervised fine-tuning with LoRA or QLoRA: notebook 01's recipe as a script.
+
+Run it from the repository root (with the course's environment, e.g. `.venv/bin/python`):
+
+    python scripts/sft.py --profile cpu                      # LoRA on the full-precision model, as notebook 01
+    python scripts/sft.py --profile cpu --qlora              # the same LoRA on an NF4 base: QLoRA (notebook 06)
+    python scripts/sft.py --profile tiny --qlora --quant-type fp4 --lora-r 32 --output-dir outputs/my_run
+
+It saves the adapter (`save_pretrained`) with `train_info.json`: loss history, seconds, and the peak memory of
+this process (RSS, and CUDA memory on a GPU). Notebook 06 runs it in a fresh process for each arm, because peak
+memory belongs to a whole process (`helpers.isolated.train_isolated`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers package
+
+import torch
+from datasets import Dataset
+from peft import LoraConfig, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig, SFTTrainer
+
+from helpers import Profile, get_profile, setup
+from helpers import data, models, training
+from helpers.isolated import MemoryMonitor
+from helpers.paths import outputs_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", help="tiny, cpu, t4, a100 (default: COURSE_PROFILE, else detected)")
+    parser.add_argument("--profile-json", help="a whole profile saved with Profile.to_json (what notebooks pass)")
+    parser.add_argument("--qlora", action="store_true", help="train on a 4-bit bitsandbytes base (QLoRA)")
+    parser.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"], help="4-bit format of the QLoRA base")
+    parser.add_argument("--no-double-quant", dest="double_quant", action="store_false",
+                        help="keep the block scales of the QLoRA base in fp32")
+    parser.add_argument("--lora-r", type=int, help="LoRA rank (alpha follows as 2 x rank)")
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--output-dir", help="where the adapter goes (default outputs/sft_<kind>_script/<profile>)")
+    parser.add_argument("--trained-by", default="scripts/sft.py", help="recorded in train_info.json")
+    return parser.parse_args(argv)
+
+
+def recipe(profile: Profile, output_dir: str) -> tuple[LoraConfig, SFTConfig]:
+    """The LoRA adapter and the trainer settings: notebook 01's section 4, cell for cell."""
+    peft_config = LoraConfig(
+        r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        task_type="CAUSAL_LM",
+    )
+    args = SFTConfig(
+        output_dir=output_dir,
+        max_steps=profile.sft_steps,
+        per_device_train_batch_size=profile.train_batch_size,
+        gradient_accumulation_steps=profile.grad_accum,
+        learning_rate=profile.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, profile.sft_steps // 12),
+        max_length=profile.max_length,                      # longer examples would be cut (none are, see notebook 01)
+        gradient_checkpointing=profile.gradient_checkpointing,
+        logging_steps=max(1, profile.sft_steps // 20),
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        data_seed=0,
+        **training.precision_kwargs(profile),               # use_cpu / bf16 / fp16: decided by the hardware
+    )
+    return peft_config, args
+
+
+def load_base(profile: Profile, qlora: bool, quant_type: str = "nf4", double_quant: bool = True):
+    """The model LoRA trains on: full precision, or (QLoRA) 4-bit and prepared for training."""
+    if not qlora:
+        return models.load_model(profile)
+    bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
+                                    bnb_4bit_use_double_quant=double_quant,
+                                    bnb_4bit_compute_dtype=profile.compute_dtype_4bit)
+    model = models.load_model(profile, quantization_config=bnb_config)
+    # freezes the base, casts the norms to fp32, lets gradients flow into checkpointed frozen layers
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    profile = Profile.from_json(Path(args.profile_json).read_text()) if args.profile_json else get_profile(args.profile)
+    overrides = {"sft_steps": args.max_steps, "sft_learning_rate": args.learning_rate,
+                 "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r if args.lora_r else None}
+    profile = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+    kind = "qlora" if args.qlora else "lora"
+    profile = setup(f"{args.trained_by}: {kind}, fresh process", profile=profile)
+    output_dir = Path(args.output_dir or training.adapter_dir(profile, f"sft_{kind}_script"))
+
+    memory = MemoryMonitor()   # samples this process's memory from here on, model loading included
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    tokenizer = models.load_tokenizer(profile)
+    model = load_base(profile, args.qlora, args.quant_type, args.double_quant)
+    rows = data.sft_rows(profile)
+    peft_config, sft_args = recipe(profile, str(outputs_dir("trainer", f"{kind}_{profile.name}")))
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[memory.callback],
+    )
+    with training.hardware_fixes(trainer):
+        trainer.train()
+
+    settings = training.recipe_settings(profile.model_id, peft_config, sft_args, rows, kind,
+                                        args.quant_type, args.double_quant)
+    return training.save_adapter(trainer, profile, folder=output_dir, inputs=settings, info={
+        "kind": kind,
+        "peak_rss_mb": memory.stop(),
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
+        "rss_by_step": memory.by_step,
+        "adapter": str(output_dir),
+        "settings": settings,
+        "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
+    })
+
+
+if __name__ == "__main__":
+    print(f"adapter saved in {main()}")
