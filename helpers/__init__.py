@@ -46,8 +46,9 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("transformers.generation.utils", "transformers.modeling_utils", "torchao",
                  "torch.utils._pytree", "bitsandbytes", "bitsandbytes.backends.cpu.ops", "tokenicer",
-                 "tokenicer.tokenicer", "accelerate.utils.modeling"):
+                 "tokenicer.tokenicer", "accelerate.utils.modeling", "transformers.distributed.tensor_parallel"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_gptqmodel()
     try:
         import pandas as pd
 
@@ -55,6 +56,26 @@ def quiet() -> None:
         pd.set_option("display.width", 200)
     except ImportError:  # pragma: no cover
         pass
+
+
+def quiet_gptqmodel() -> None:
+    """Import GPTQModel once, with its start-up banner and notices swallowed.
+
+    PEFT imports GPTQModel whenever it is installed, even to add a LoRA adapter to a plain model, and GPTQModel
+    prints a logo, version table, a note about Python's GIL and the environment variables it sets. None of that is
+    about the lesson. Its own log level then stays at warnings (:func:`helpers.quant.configure_gptqmodel`)."""
+    import contextlib
+    import importlib.util
+    import io
+    import sys
+
+    if "gptqmodel" in sys.modules or importlib.util.find_spec("gptqmodel") is None:
+        return
+    os.environ.setdefault("GPTQMODEL_DISABLE_GIL_WARNING", "1")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        from .quant import configure_gptqmodel
+
+        configure_gptqmodel()
 
 
 def setup(notebook: str, seed: int = 0, profile: Profile | None = None) -> Profile:
