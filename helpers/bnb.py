@@ -75,8 +75,9 @@ def nf4_code(offset: float = 0.9677083) -> torch.Tensor:
     """The 16 NF4 values: quantiles of N(0, 1), normalised to [-1, 1], with an exact zero.
 
     An even number of levels cannot be symmetric *and* contain 0, so NF4 takes 8 positive quantiles
-    (of the range 0.5..offset) and 7 negative ones, plus 0. ``offset`` = 1 - 1/(2·15) + ... is the value
-    QLoRA uses so that the extreme quantiles are finite.
+    and 7 negative ones (of the probabilities 0.5..``offset``), plus 0. ``offset`` < 1 keeps the outermost quantile
+    finite; 0.9677083 is the value bitsandbytes' table was built with (a test compares the two tables). Notebook 05
+    writes this function out; a test keeps the two equal.
     """
     normal = torch.distributions.Normal(0.0, 1.0)
     pos = normal.icdf(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])

@@ -11,7 +11,6 @@ and the reference is the same model with that adapter switched off.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import re
 from dataclasses import dataclass
@@ -204,10 +203,13 @@ def chosen_nll(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], policy
 
 @dataclass
 class PairScores:
-    """Summed completion log-probabilities of chosen and rejected answers under one model."""
+    """Summed completion log-probabilities of chosen and rejected answers under one model, and how many tokens
+    each answer has (``None`` when unknown)."""
 
     chosen: torch.Tensor
     rejected: torch.Tensor
+    chosen_tokens: torch.Tensor | None = None
+    rejected_tokens: torch.Tensor | None = None
 
 
 def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, desc: str | None = None,
@@ -234,7 +236,8 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
                 rejected.append(r)
     finally:
         model.train(was_training)
-    return PairScores(torch.cat(chosen), torch.cat(rejected))
+    lengths = torch.tensor([[len(ids_c) - cut_c, len(ids_r) - cut_r] for (ids_c, cut_c), (ids_r, cut_r) in encoded])
+    return PairScores(torch.cat(chosen), torch.cat(rejected), lengths[:, 0], lengths[:, 1])
 
 
 def _positions(mask: torch.Tensor, last: int) -> torch.Tensor:
@@ -285,9 +288,15 @@ def implicit_wins(policy: PairScores, reference: PairScores) -> torch.Tensor:
     return (policy.chosen - reference.chosen) - (policy.rejected - reference.rejected) > 0
 
 
-def ranking_wins(scores: PairScores) -> torch.Tensor:
-    """Per pair: is the chosen answer more likely than the rejected one?"""
-    return scores.chosen > scores.rejected
+def ranking_wins(scores: PairScores, per_token: bool = False) -> torch.Tensor:
+    """Per pair: is the chosen answer more likely than the rejected one? With ``per_token``, compare the mean
+    log-probability per answer token instead of the sum: a summed log-probability favours short answers, since
+    every token adds a negative term."""
+    if not per_token:
+        return scores.chosen > scores.rejected
+    if scores.chosen_tokens is None:
+        raise ValueError("These scores carry no answer lengths; compute them with dpo.score_pairs.")
+    return scores.chosen / scores.chosen_tokens > scores.rejected / scores.rejected_tokens
 
 
 def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
@@ -389,18 +398,18 @@ def trl_loss_on_first_pairs(trainer: DPOTrainer, n: int) -> tuple[float, list[di
     return float(loss), pairs
 
 
-def ranking_accuracy(scores: PairScores) -> float:
+def ranking_accuracy(scores: PairScores, per_token: bool = False) -> float:
     """Fraction of pairs where the model gives the chosen answer a higher log-probability than the rejected one.
 
     This is the implicit-reward ranking against a reference that rates both answers equally; it is the
     course's ``preference_accuracy``, usable for any model (base, tuned or quantized).
     """
-    return float(ranking_wins(scores).float().mean())
+    return float(ranking_wins(scores, per_token).float().mean())
 
 
-def ranking_by_skill(scores: PairScores, skills: Sequence[str]) -> dict[str, float]:
+def ranking_by_skill(scores: PairScores, skills: Sequence[str], per_token: bool = False) -> dict[str, float]:
     """:func:`ranking_accuracy` per skill label."""
-    return rate_by(ranking_wins(scores).tolist(), skills)
+    return rate_by(ranking_wins(scores, per_token).tolist(), skills)
 
 
 def implicit_by_skill(policy: PairScores, reference: PairScores, skills: Sequence[str]) -> dict[str, float]:

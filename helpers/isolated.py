@@ -146,15 +146,3 @@ class MemoryMonitor:
         self._thread.join()
         return self.peak_mb or peak_rss_mb()
 
-
-def show_script(*names: str) -> None:
-    """Print the source of the functions ``names`` of ``scripts/sft.py``: the code a fresh-process run executes."""
-    import ast
-
-    source = SCRIPT.read_text()
-    tree = ast.parse(source)
-    found = {node.name: ast.get_source_segment(source, node) for node in tree.body if isinstance(node, ast.FunctionDef)}
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise ValueError(f"scripts/sft.py has no function {missing}; it has {sorted(found)}.")
-    print(f"# {SCRIPT.relative_to(REPO_ROOT)}\n\n" + "\n\n\n".join(found[n] for n in names))

@@ -175,19 +175,25 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def from_pretrained_kwargs(profile: Profile, path: str | Path | None = None, **kwargs) -> dict:
+    """The keyword arguments :func:`load_model` gives ``from_pretrained``: the profile's dtype, and on a GPU
+    ``device_map="auto"`` plus, for a GPTQ/AWQ checkpoint, a kernel that needs no nvcc build. ``kwargs`` win."""
+    kwargs.setdefault("dtype", profile.torch_dtype)
+    if profile.needs_cuda:
+        kwargs.setdefault("device_map", "auto")
+        if "quantization_config" not in kwargs and path and (loading := _gptq_awq_loading_config(str(path))) is not None:
+            kwargs["quantization_config"] = loading  # a kernel that needs no nvcc build (quant.default_backend)
+    return kwargs
+
+
 def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTrainedModel:
     """Load the profile's base model (or ``path``) in the profile's dtype and device.
 
     Extra keyword arguments go to ``from_pretrained`` (for example ``quantization_config``).
     """
     path = path or model_path(profile)
-    kwargs.setdefault("dtype", profile.torch_dtype)
-    if profile.needs_cuda:
-        kwargs.setdefault("device_map", "auto")
-        if "quantization_config" not in kwargs and (loading := _gptq_awq_loading_config(path)) is not None:
-            kwargs["quantization_config"] = loading  # a kernel that needs no nvcc build (quant.default_backend)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
     except OSError as exc:
         raise _offline_hint(exc, path) from exc
 

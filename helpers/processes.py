@@ -68,3 +68,19 @@ def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = 
 def log_tail(log: Path, lines: int) -> str:
     """The last ``lines`` lines of a child process's log, for the error message when it failed."""
     return "\n".join(log.read_text(errors="ignore").strip().splitlines()[-lines:])
+
+
+def show_source(script: str, *names: str) -> None:
+    """Print the functions ``names`` of ``script`` (a path from the repository root, e.g. ``scripts/sft.py``): the
+    code a fresh-process run executes, shown in the notebook that starts it."""
+    import ast
+
+    from .paths import REPO_ROOT
+
+    source = (REPO_ROOT / script).read_text()
+    found = {node.name: ast.get_source_segment(source, node) for node in ast.parse(source).body
+             if isinstance(node, ast.FunctionDef)}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"{script} has no function {missing}; it has {sorted(found)}.")
+    print(f"# {script}\n\n" + "\n\n\n".join(found[n] for n in names))

@@ -201,16 +201,11 @@ PROFILES: dict[str, Profile] = {
         grad_accum=1,
         sft_steps=60,
         sft_learning_rate=3e-4,
-        # Notebook 06 trains both arms at this rate too, so its LoRA arm is notebook 01's run. Measured at 60 steps, skill accuracy LoRA / QLoRA (gap), with TRL's LM head:
-        # 59.2 / 50.9 (8.3) at 3e-4, 63.3 / 55.7 (7.6) at 6e-4, 65.7 / 61.6 (4.1) at 1e-3; with the full-logits
-        # head (training.FullLogitsLogProb, a change of rounding only): 60.2 / 50.2 (10.0) at 3e-4 (reference run),
-        # 66.8 / 60.6 (6.2) at 1e-3, 70.6 / 63.0 (7.6) at 2e-3. A higher rate trains both arms further but does not
-        # reliably close the gap; at 1e-3 the tuned model also forgets more general text (perplexity 18.1 against
-        # 16.1) and quantizes worse in notebooks 03-05.
+        # notebook 06 trains LoRA and QLoRA at this rate too; other rates: notes/06_learning_rates.md
         lora_r=16,
         lora_alpha=32,
         gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
-        dpo_steps=24,  # ~6 s per step on 2 cores
+        dpo_steps=24,
         dpo_batch_size=8,
         dpo_learning_rate=4e-4,
         dpo_beta=0.25,

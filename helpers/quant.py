@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -24,7 +23,6 @@ import torch
 from torch import nn
 
 from .processes import follow_log
-from .paths import atomic_folder
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 METHODS = ("gptq", "awq")
@@ -476,7 +474,7 @@ def gptqmodel_quantize(
     """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
     seconds spent. ``dtype`` is the precision it quantizes in (default :func:`default_dtype`).
 
-    GPTQModel runs in a fresh child process (``python -m helpers.quant``). Its worker threads pin
+    GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). Its worker threads pin
     themselves to CPU cores and stay alive after quantizing; on a 2-core machine that left everything the
     notebook computed afterwards about a quarter slower (same evaluation: 9.5-10.2 s before a quantization
     in the same process, 12.7 s after). The progress bar and the error messages stay in the notebook.
@@ -506,40 +504,22 @@ def gptqmodel_quantize(
 
 
 def _quantize_in_child(args: dict, log_path: Path) -> float:
-    """Run :func:`_quantize` in ``python -m helpers.quant`` (output appended to ``log_path``); return its seconds."""
+    """Run ``scripts/quantize.py`` in a fresh process (output appended to ``log_path``); return its seconds."""
     import json
     import tempfile
 
-    from .processes import log_tail, run_module
+    from .paths import REPO_ROOT
+    from .processes import log_tail, run_python
 
     with tempfile.TemporaryDirectory() as tmp:
         args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"
         args_path.write_text(json.dumps(args))
-        code = run_module("helpers.quant", [str(args_path), str(result_path)], log_path)
+        code = run_python([str(REPO_ROOT / "scripts" / "quantize.py"), "--args-json", str(args_path),
+                           "--result-json", str(result_path)], log_path)
         if code != 0 or not result_path.is_file():
             raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "
                              f"(exit {code}). The end of its log ({log_path}):\n{log_tail(log_path, 12)}")
         return json.loads(result_path.read_text())
-
-
-def _quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: int, calibration: list[str],
-              batch_size: int, backend: str, awq_clip: bool, awq_clip_tokens: int, config_kwargs: dict,
-              dtype: str = "bfloat16") -> float:
-    """The GPTQModel calls of :func:`gptqmodel_quantize`: load, quantize, save; returns the quantization seconds."""
-    configure_gptqmodel()
-    from gptqmodel import BACKEND, GPTQModel
-
-    dtype = getattr(torch, dtype)
-    with torch_kernels_allow_fp32(dtype):
-        model = GPTQModel.load(model_dir, gptqmodel_config(method, bits, group_size, **config_kwargs), dtype=dtype)
-        check_settings(bits, group_size, [m.in_features for m in linear_layers(model.model).values()])
-        start = time.perf_counter()
-        with awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else nullcontext():
-            model.quantize(calibration, batch_size=batch_size, backend=BACKEND[backend])
-    seconds = time.perf_counter() - start
-    with atomic_folder(Path(out_dir)) as tmp:
-        model.save(str(tmp))
-    return seconds
 
 
 def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: torch.dtype | None = None):
@@ -569,10 +549,3 @@ def checkpoint_format(path: str | Path) -> dict:
     q = config.get("quantization_config") or {}
     keys = ("quant_method", "bits", "group_size", "sym", "desc_act", "checkpoint_format", "format", "version", "zero_point")
     return {k: q[k] for k in keys if k in q}
-
-
-if __name__ == "__main__":  # python -m helpers.quant <args.json> <seconds.json>: gptqmodel_quantize's child process
-    import json
-    import sys
-
-    Path(sys.argv[2]).write_text(json.dumps(_quantize(**json.loads(Path(sys.argv[1]).read_text()))))

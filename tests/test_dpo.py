@@ -209,3 +209,23 @@ def test_dpo_settings_are_stable_and_follow_the_profile():
     profile = get_profile("tiny")
     assert dpo.dpo_settings(profile) == dpo.dpo_settings(profile)
     assert dpo.dpo_settings(replace(profile, dpo_beta=0.5)) != dpo.dpo_settings(profile)
+
+
+def test_per_token_ranking_removes_the_short_answer_bias():
+    # chosen: 4 tokens, -6 in total (-1.5 per token); rejected: 1 token, -3 (-3 per token)
+    scores = dpo.PairScores(torch.tensor([-6.0, -1.0]), torch.tensor([-3.0, -2.0]),
+                            torch.tensor([4, 1]), torch.tensor([1, 1]))
+    assert dpo.ranking_wins(scores).tolist() == [False, True]               # the sum prefers the short answer
+    assert dpo.ranking_wins(scores, per_token=True).tolist() == [True, True]
+    assert dpo.ranking_accuracy(scores, per_token=True) == 1.0
+    with pytest.raises(ValueError, match="no answer lengths"):
+        dpo.ranking_accuracy(dpo.PairScores(torch.zeros(2), torch.zeros(2)), per_token=True)
+
+
+def test_scored_pairs_carry_their_answer_lengths(trained):
+    profile, tok, trainer, pairs = trained
+    scores = dpo.score_pairs(trainer.model, tok, pairs[:3])
+    for i, pair in enumerate(pairs[:3]):
+        for side, lengths in (("chosen", scores.chosen_tokens), ("rejected", scores.rejected_tokens)):
+            ids, cut = dpo._encode(tok, pair["prompt"], pair[side])
+            assert lengths[i] == len(ids) - cut > 0

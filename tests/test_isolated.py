@@ -85,9 +85,14 @@ def test_a_failing_child_raises_with_the_end_of_its_log():
         isolated.train_isolated(missing, "lora")
 
 
-def test_the_notebook_shows_the_script_it_runs(capsys):
-    isolated.show_script("load_base", "main")
+def test_the_notebooks_show_the_scripts_they_run(capsys):
+    from helpers.processes import show_source
+
+    show_source("scripts/sft.py", "load_base", "main")
     out = capsys.readouterr().out
     assert "BitsAndBytesConfig(" in out and "SFTTrainer(" in out and "trainer.train()" in out
+    show_source("scripts/quantize.py", "quantize")
+    out = capsys.readouterr().out
+    assert "GPTQModel.load(" in out and "model.quantize(" in out and "model.save(" in out
     with pytest.raises(ValueError, match="has no function"):
-        isolated.show_script("nowhere")
+        show_source("scripts/sft.py", "nowhere")
