@@ -25,8 +25,15 @@ def artifact(folder: str | Path, inputs: dict) -> Iterator[Path]:
     ``folder``, with ``manifest.json`` recording ``inputs`` and who made it (the notebook or script, and when)."""
     with atomic_folder(Path(folder)) as tmp:
         yield tmp
-        made_by = f"{os.environ.get('COURSE_NOTEBOOK', 'a Python session')} ({time.strftime('%Y-%m-%d %H:%M:%S')})"
-        (tmp / MANIFEST).write_text(json.dumps({"inputs": inputs, "made_by": made_by}, indent=1, default=str))
+        write_manifest(tmp, inputs)
+
+
+def write_manifest(folder: str | Path, inputs: dict, **record) -> None:
+    """Write ``folder``'s manifest after the fact, for a folder another process saved atomically (a quantized
+    checkpoint); ``record`` adds facts about the making of it (e.g. the seconds it took)."""
+    made_by = f"{os.environ.get('COURSE_NOTEBOOK', 'a Python session')} ({time.strftime('%Y-%m-%d %H:%M:%S')})"
+    (Path(folder) / MANIFEST).write_text(json.dumps({"inputs": inputs, "made_by": made_by, **record}, indent=1,
+                                                    default=str))
 
 
 def read_manifest(folder: str | Path) -> dict | None:

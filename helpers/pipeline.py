@@ -6,6 +6,8 @@
 - :func:`dpo_merged`: notebook 02's DPO adapter merged into the SFT model (the model notebooks 03-05 and 07
   compress); the DPO adapter is trained here with notebook 02's settings if it is missing or was trained on
   another SFT model.
+- :func:`quantized`: a GPTQ or AWQ checkpoint, in a folder named after its inputs, so that notebooks 03, 04 and
+  07 share a checkpoint whenever they ask for the same one.
 
 Each function prints what it reused and from where, or what it builds and why.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from .artifacts import artifact, read_manifest, reusable
+from .artifacts import artifact, read_manifest, reusable, write_manifest
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile
 
@@ -86,4 +88,46 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
     return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 
-__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "read_manifest"]
+QUANT_SETTINGS = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "damp_percent", "true_sequential",
+                  "static_groups", "mse", "format", "lm_head")  # the GPTQModel config fields that decide a checkpoint
+
+
+def quantize_inputs(model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
+                    awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> dict:
+    """What decides a GPTQ/AWQ checkpoint: the weights, the GPTQModel config as it resolves ``settings`` (so an
+    explicit default equals an omitted one), the calibration text, and AWQ's clipping search."""
+    import hashlib
+    import json
+
+    from . import quant
+
+    config = quant.gptqmodel_config(method, bits, group_size, **settings)
+    resolved = {k: str(getattr(v, "value", v)) for k in QUANT_SETTINGS if (v := getattr(config, k, None)) is not None}
+    return {"model": fingerprint(model_dir), "method": method, **resolved,
+            "dtype": str(quant.default_dtype(method)).removeprefix("torch."),
+            "awq_clip": [awq_clip, awq_clip_tokens] if method == "awq" else None,
+            "calibration_sha256": hashlib.sha256(json.dumps(list(calibration)).encode()).hexdigest()[:16]}
+
+
+def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
+              awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> tuple[Path, float]:
+    """A GPTQModel checkpoint of ``model_dir`` (``method`` "gptq" or "awq"; ``settings`` go to its config) and the
+    seconds its quantization took: made now in a fresh process (:func:`helpers.quant.gptqmodel_quantize`,
+    ``scripts/quantize.py``), or reused when a checkpoint with the same inputs exists (:func:`quantize_inputs`)."""
+    import hashlib
+    import json
+
+    from .quant import gptqmodel_quantize
+
+    inputs = quantize_inputs(model_dir, method, bits, group_size, calibration, awq_clip, awq_clip_tokens, **settings)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+    folder = outputs_dir("quantized", profile.name) / f"{method}_w{bits}_g{group_size}_{key}"
+    if reusable(folder, inputs, f"{method.upper()} w{bits} checkpoint"):
+        return folder, read_manifest(folder)["seconds"]
+    seconds = gptqmodel_quantize(model_dir, folder, method, bits, group_size, calibration, awq_clip=awq_clip,
+                                 awq_clip_tokens=awq_clip_tokens, **settings)
+    write_manifest(folder, inputs, seconds=seconds)
+    return folder, seconds
+
+
+__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "quantized", "quantize_inputs", "read_manifest"]

@@ -309,3 +309,24 @@ def test_gptqmodel_awq_in_fp32_is_still_worse_than_in_bf16(tmp_path, fp32_cpu):
                                  text.stdlib_samples("calibration", 8), awq_clip=False, dtype=dtype)
         errors[dtype] = _logit_error(profile, out)
     assert errors[torch.float32] > 1.5 * errors[torch.bfloat16], errors
+
+
+def test_pipeline_shares_a_checkpoint_between_notebooks_that_ask_for_the_same_one(capsys):
+    """03 writes its GPTQ settings out, 04 and 07 ask with GPTQModel's defaults: the same inputs, one checkpoint."""
+    from helpers import artifacts, pipeline
+    from helpers.profiles import get_profile
+
+    profile = get_profile("tiny")
+    calibration = text.stdlib_samples("calibration", 4)
+    model_dir = models.tiny_model_dir()
+    first, seconds = pipeline.quantized(profile, model_dir, "gptq", 4, profile.quant_group_size, calibration,
+                                        sym=True, desc_act=False, act_group_aware=True, true_sequential=False)
+    assert (first / "config.json").is_file() and seconds > 0
+    assert artifacts.read_manifest(first)["seconds"] == seconds
+    capsys.readouterr()
+    again, again_seconds = pipeline.quantized(profile, model_dir, "gptq", 4, profile.quant_group_size, calibration)
+    assert again == first and again_seconds == seconds and "reusing" in capsys.readouterr().out
+    other = pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration, sym=False)
+    assert other != pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration)
+    assert pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration[:2])["calibration_sha256"] \
+        != artifacts.read_manifest(first)["inputs"]["calibration_sha256"]
