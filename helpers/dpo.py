@@ -299,7 +299,7 @@ def ranking_wins(scores: PairScores, per_token: bool = False) -> torch.Tensor:
     return scores.chosen / scores.chosen_tokens > scores.rejected / scores.rejected_tokens
 
 
-def preference_accuracy(policy: PairScores, reference: PairScores) -> float:
+def implicit_reward_accuracy(policy: PairScores, reference: PairScores) -> float:
     """Fraction of pairs whose implicit reward ranks chosen above rejected (beta does not matter)."""
     return float(implicit_wins(policy, reference).float().mean())
 
@@ -413,5 +413,5 @@ def ranking_by_skill(scores: PairScores, skills: Sequence[str], per_token: bool 
 
 
 def implicit_by_skill(policy: PairScores, reference: PairScores, skills: Sequence[str]) -> dict[str, float]:
-    """:func:`preference_accuracy` (implicit reward against ``reference``) per skill label."""
+    """:func:`implicit_reward_accuracy` per skill label."""
     return rate_by(implicit_wins(policy, reference).tolist(), skills)

@@ -167,7 +167,7 @@ class Harness:
     """:func:`measure_variant` with a notebook's shared arguments fixed, so every variant is measured the same way.
 
     :meth:`record` stores each variant's metrics in ``metrics`` (ready for ``results.write_results``) and its
-    skill report in ``reports`` (for ``compare.side_by_side``).
+    skill report in ``reports`` (for ``comparison.side_by_side``).
     """
 
     tokenizer: PreTrainedTokenizerBase

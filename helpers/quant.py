@@ -12,6 +12,8 @@ AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
 from contextlib import contextmanager
@@ -531,8 +533,10 @@ def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: 
     bits = int(checkpoint_format(path).get("bits", 4))
     backend = backend or default_backend(method, bits)
     check_backend(backend)
-    return GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
-                          dtype=dtype or kernel_dtype()).model
+    with contextlib.redirect_stdout(io.StringIO()):  # GPTQModel 7.6 prints "from_quantized: adapter: None"
+        model = GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
+                               dtype=dtype or kernel_dtype())
+    return model.model
 
 
 def dir_size_mb(path: str | Path) -> float:

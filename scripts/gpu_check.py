@@ -49,7 +49,8 @@ def run_notebook(path: Path, profile: str, artifacts: Path) -> dict:
     from nbclient.exceptions import CellExecutionError
 
     env = {"COURSE_PROFILE": profile, "COURSE_ARTIFACTS": str(artifacts), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}  # helpers, installed or not
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     nb = nbformat.read(path, as_version=4)

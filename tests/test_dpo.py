@@ -47,7 +47,7 @@ def test_loss_is_log2_when_policy_equals_reference():
 def test_preference_accuracy_counts_margin_signs():
     ref = dpo.PairScores(torch.zeros(4), torch.zeros(4))
     pol = dpo.PairScores(torch.tensor([1.0, 0.0, 2.0, -1.0]), torch.tensor([0.0, 1.0, 1.0, 0.0]))
-    assert dpo.preference_accuracy(pol, ref) == 0.5
+    assert dpo.implicit_reward_accuracy(pol, ref) == 0.5
 
 
 def test_completion_logps_equal_manual_sum(trained):

@@ -5,7 +5,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from helpers import compare, plots, results, text
+from helpers import comparison, plots, results, text
 from helpers.evaluation import SkillReport
 from helpers.results import ResultsError, read_results, write_results
 
@@ -65,11 +65,11 @@ def _report(answers, correct):
 
 def test_side_by_side_and_accuracy_table():
     a, b = _report(["1", "2", "3", "4"], [True, False, True, False]), _report(["5", "6", "7", "8"], [True] * 4)
-    table = compare.side_by_side({"base": a, "tuned": b}, n=3)
+    table = comparison.side_by_side({"base": a, "tuned": b}, n=3)
     assert list(table.columns) == ["skill", "prompt", "expected", "base", "base ✓", "tuned", "tuned ✓"]
     assert list(table["skill"]) == ["x", "y", "x"]  # spread over skills
     assert list(table["tuned ✓"]) == ["✓"] * 3
-    acc = compare.accuracy_table({"base": a, "tuned": b})
+    acc = comparison.accuracy_table({"base": a, "tuned": b})
     assert acc.loc["all (exact)", "base"] == 0.5 and acc.loc["all (exact)", "tuned"] == 1.0
 
 
@@ -78,7 +78,7 @@ def test_side_by_side_refuses_different_prompts():
     b = _report(["1"] * 4, [True] * 4)
     b.rows[0]["prompt"] = "other"
     with pytest.raises(ValueError, match="different prompts"):
-        compare.side_by_side({"a": a, "b": b})
+        comparison.side_by_side({"a": a, "b": b})
 
 
 def test_offline_text_splits_are_disjoint_and_stable():
