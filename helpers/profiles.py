@@ -62,7 +62,7 @@ class Profile:
     quant_bits: tuple[int, ...] = (4, 3)
     quant_calibration_samples: int = 32  # calibration passages for GPTQ/AWQ
     quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
-    awq_clip: bool = False  # AWQ's clipping search: ~22 s per layer on 2 CPU cores, so off on CPU profiles
+    awq_clip: bool = False  # AWQ's clipping search: too slow on 2 CPU cores (notes/04_awq_budget.md), off on CPU profiles
     dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
     reason: str = field(default="", compare=False)
     precision_reason: str = field(default="", compare=False)
@@ -204,7 +204,7 @@ PROFILES: dict[str, Profile] = {
         # notebook 06 trains LoRA and QLoRA at this rate too; other rates: notes/06_learning_rates.md
         lora_r=16,
         lora_alpha=32,
-        gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs ~30% time
+        gradient_checkpointing=False,  # memory is plentiful for 135M; checkpointing costs time (notes/under_the_hood.md)
         dpo_steps=24,
         dpo_batch_size=8,
         dpo_learning_rate=4e-4,

@@ -338,11 +338,10 @@ def default_dtype(method: str = "gptq") -> torch.dtype:
     except that AWQ always quantizes in 16-bit.
 
     Left to itself GPTQModel quantizes in bf16 on every CPU, several times slower than fp32 on CPUs without native
-    bf16 (SmolLM2-135M, one 4-bit GPTQ: 37 s in fp32 against 175 s in bf16 on such CPUs), so there GPTQ quantizes
-    in fp32 (:func:`torch_kernels_allow_fp32`). GPTQModel 7.6's AWQ quantized in fp32 gives a broken model
-    (SmolLM2-135M, 8 calibration passages: perplexity 1.0e8 on held-out text, against 13.7 with the same settings
-    in bf16; its group scales come out up to 25x too large; ``tests/test_quant.py`` keeps an eye on it), so
-    AWQ quantizes in bf16 on CPU (fp16 on a T4): slower on those CPUs, but right."""
+    bf16, so there GPTQ quantizes in fp32 (:func:`torch_kernels_allow_fp32`). GPTQModel 7.6's AWQ quantized in fp32
+    gives a broken model (its group scales come out far too large; ``tests/test_quant.py`` keeps an eye on it), so
+    AWQ quantizes in bf16 on CPU (fp16 on a T4): slower on those CPUs, but right. Measurements:
+    ``notes/under_the_hood.md``."""
     from .profiles import get_profile
 
     dtype = get_profile().compute_dtype
@@ -393,8 +392,8 @@ def awq_clip_search(enabled: bool = True, sample_tokens: int = 512):
     """Control AWQ's weight-clipping search, the slow half of AWQ on a CPU.
 
     After the scale search, AutoAWQ (and GPTQModel, which inherits its code) searches a clipping threshold per
-    output channel and group on ``sample_tokens`` calibration tokens. On 2 CPU cores that search takes ~22 s
-    per decoder layer of SmolLM2-135M, against ~2 s for the scale search. ``enabled=False`` skips it;
+    output channel and group on ``sample_tokens`` calibration tokens. On 2 CPU cores it takes about ten times as
+    long as the scale search (``notes/04_awq_budget.md``). ``enabled=False`` skips it;
     a smaller ``sample_tokens`` makes it cheaper. GPTQModel has no public option for either, so this patches
     its ``AWQProcessor`` for the duration of the block (``tests/test_quant.py`` fails if those internals move).
     """
@@ -478,8 +477,8 @@ def gptqmodel_quantize(
 
     GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). Its worker threads pin
     themselves to CPU cores and stay alive after quantizing; on a 2-core machine that left everything the
-    notebook computed afterwards about a quarter slower (same evaluation: 9.5-10.2 s before a quantization
-    in the same process, 12.7 s after). The progress bar and the error messages stay in the notebook.
+    notebook computed afterwards slower (``notes/under_the_hood.md``). The progress bar and the error messages
+    stay in the notebook.
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
     configure_gptqmodel()

@@ -162,8 +162,8 @@ class FullLogitsLogProb:
     TRL's trainers score tokens through ``ChunkedLogProbFunction``, which projects the hidden states through
     the LM head in vocabulary chunks so that the ``(tokens, vocab)`` logits never exist at once. That saves GPU
     memory on long sequences and big vocabularies, and on a GPU it runs as a Triton kernel. On CPU it falls back
-    to a tile-by-tile loop in torch, which took 60% of a DPO step and more than a quarter of an SFT step on our 135M
-    model (49,152-token vocabulary, 2 cores). Here the logits of a batch are a few hundred MB, so on CPU this
+    to a tile-by-tile loop in torch, which took a large share of every step on our 135M model (49,152-token
+    vocabulary, 2 cores; ``notes/under_the_hood.md``). Here the logits of a batch are a few hundred MB, so on CPU this
     class computes them in one projection and one ``log_softmax``, the way the model's own ``lm_head`` and a
     cross-entropy would (projection in the trainer's bf16 autocast, ``log_softmax`` in fp32). Tensors on other
     devices go to TRL's function.
@@ -201,8 +201,8 @@ class FullLogitsLogProb:
 
 @contextlib.contextmanager
 def full_logits_head_on_cpu():
-    """Within this block TRL's trainers score CPU tensors with :class:`FullLogitsLogProb` (on 2 cores, measured:
-    SFT steps 1.8-1.9 s against 2.4-2.6 s, 4 DPO steps 29.8 s against 42.8 s); GPU tensors keep TRL's kernel.
+    """Within this block TRL's trainers score CPU tensors with :class:`FullLogitsLogProb` (faster on CPU:
+    ``notes/under_the_hood.md``); GPU tensors keep TRL's kernel.
     Restored on exit.
 
     If the installed TRL has no ``trl.trainer.utils._ChunkedLogProbFunction`` (it moved or was renamed), this
