@@ -17,7 +17,7 @@ import re
 import threading
 from pathlib import Path
 
-from .artifacts import read_manifest
+from .artifacts import reusable
 from .paths import REPO_ROOT
 from .processes import follow_log, log_tail, run_python
 from .profiles import Profile
@@ -55,17 +55,14 @@ def adapter_path(profile: Profile, kind: str, learning_rate: float | None = None
 
 def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None, folder: Path | None = None,
                  **qlora_base) -> dict | None:
-    """The report of a finished fresh-process run of ``kind`` with today's settings, or ``None`` (with the reason
-    printed): no run yet, or one with other settings."""
+    """The report of a finished fresh-process run of ``kind`` whose manifest records today's settings, or ``None``
+    (:func:`helpers.artifacts.reusable` prints which, and why)."""
     folder = Path(folder or adapter_path(profile, kind, learning_rate, **qlora_base))
-    manifest = read_manifest(folder)
-    if manifest is None or not (folder / REPORT).is_file():
-        problem = "no saved run"
-    elif manifest["inputs"] != run_settings(profile, kind, learning_rate, **qlora_base):
-        problem = "the saved run used other settings"
-    else:
+    settings = run_settings(profile, kind, learning_rate, **qlora_base)
+    if (folder / REPORT).is_file() and reusable(folder, settings, f"{kind} run"):
         return json.loads((folder / REPORT).read_text())
-    print(f"{kind}: {problem} at {folder}; training it now.")
+    if not (folder / REPORT).is_file():
+        print(f"{kind} run: nothing saved at {folder} yet; training it now.")
     return None
 
 
@@ -85,8 +82,7 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
     if lora_r is not None:
         profile = replace(profile, lora_r=lora_r, lora_alpha=2 * lora_r)
     if reuse and (report := reusable_run(profile, kind, learning_rate, folder, **qlora_base)) is not None:
-        print(f"{kind}: reusing the run {report['trained_by']} trained with these settings "
-              f"({report['steps']} steps, {report['train_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB)")
+        print(f"{kind}: {report['steps']} steps, {report['train_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
         return report
     log = folder.parent / f"{folder.name}_{kind}.log"
     profile_file = folder.parent / f"{folder.name}_{kind}.profile.json"  # the whole profile, not its name

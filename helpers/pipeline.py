@@ -130,4 +130,4 @@ def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_s
     return folder, seconds
 
 
-__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "quantized", "quantize_inputs", "read_manifest"]
+__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "quantized", "quantize_inputs"]

@@ -44,13 +44,13 @@ def test_a_saved_run_is_reused_only_with_the_same_settings(qlora_run, capsys):
     profile, report = qlora_run
     rate = 2 * profile.sft_learning_rate
     assert isolated.train_isolated(profile, "qlora", reuse=True, learning_rate=rate) == report  # same settings: no new training
-    assert "reusing the run" in capsys.readouterr().out
+    assert "qlora run: reusing" in capsys.readouterr().out
     folder = isolated.adapter_path(profile, "qlora", rate)
     manifest = json.loads((folder / artifacts.MANIFEST).read_text())
     changed = dict(manifest, inputs=dict(manifest["inputs"], learning_rate=1.0))
     (folder / artifacts.MANIFEST).write_text(json.dumps(changed))
     assert isolated.reusable_run(profile, "qlora", learning_rate=rate) is None
-    assert "used other settings" in capsys.readouterr().out
+    assert "made from other inputs (learning_rate)" in capsys.readouterr().out
     (folder / artifacts.MANIFEST).write_text(json.dumps(manifest))
     assert isolated.reusable_run(profile, "qlora", learning_rate=rate, quant_type="fp4") is None  # another base
 
