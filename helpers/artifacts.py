@@ -19,6 +19,14 @@ from .paths import atomic_folder
 MANIFEST = "manifest.json"
 
 
+def content_hash(value, length: int = 16) -> str:
+    """A short SHA-256 of ``value``'s JSON form (keys sorted): how a manifest records data it does not copy
+    (training rows, preference pairs, calibration text)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
 @contextmanager
 def artifact(folder: str | Path, inputs: dict) -> Iterator[Path]:
     """Write the artifact ``folder`` atomically: yield a temporary folder to save into; on success it replaces

@@ -343,13 +343,12 @@ def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max
 
 def dpo_settings(profile: Profile) -> dict:
     """What decides a DPO adapter besides the model it starts from: the trainer settings and the pairs."""
-    import hashlib
-    import json
+    from .artifacts import content_hash
 
     config = dpo_config_kwargs(profile, "unused")
     config.pop("output_dir")
-    pairs = hashlib.sha256(json.dumps(preference_rows(profile, "dpo_train"), sort_keys=True).encode()).hexdigest()[:16]
-    return {"profile": profile.name, "dpo_config": config, "pairs_sha256": pairs}
+    return {"profile": profile.name, "dpo_config": config,
+            "pairs_sha256": content_hash(preference_rows(profile, "dpo_train"))}
 
 
 def train_dpo(

@@ -58,11 +58,9 @@ def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None
     """The report of a finished fresh-process run of ``kind`` whose manifest records today's settings, or ``None``
     (:func:`helpers.artifacts.reusable` prints which, and why)."""
     folder = Path(folder or adapter_path(profile, kind, learning_rate, **qlora_base))
-    settings = run_settings(profile, kind, learning_rate, **qlora_base)
-    if (folder / REPORT).is_file() and reusable(folder, settings, f"{kind} run"):
+    if reusable(folder, run_settings(profile, kind, learning_rate, **qlora_base), f"{kind} run") \
+            and (folder / REPORT).is_file():
         return json.loads((folder / REPORT).read_text())
-    if not (folder / REPORT).is_file():
-        print(f"{kind} run: nothing saved at {folder} yet; training it now.")
     return None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from .artifacts import artifact, read_manifest, reusable, write_manifest
+from .artifacts import artifact, content_hash, read_manifest, reusable, write_manifest
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile
 
@@ -96,9 +96,6 @@ def quantize_inputs(model_dir: Path, method: str, bits: int, group_size: int, ca
                     awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> dict:
     """What decides a GPTQ/AWQ checkpoint: the weights, the GPTQModel config as it resolves ``settings`` (so an
     explicit default equals an omitted one), the calibration text, and AWQ's clipping search."""
-    import hashlib
-    import json
-
     from . import quant
 
     config = quant.gptqmodel_config(method, bits, group_size, **settings)
@@ -106,7 +103,7 @@ def quantize_inputs(model_dir: Path, method: str, bits: int, group_size: int, ca
     return {"model": fingerprint(model_dir), "method": method, **resolved,
             "dtype": str(quant.default_dtype(method)).removeprefix("torch."),
             "awq_clip": [awq_clip, awq_clip_tokens] if method == "awq" else None,
-            "calibration_sha256": hashlib.sha256(json.dumps(list(calibration)).encode()).hexdigest()[:16]}
+            "calibration_sha256": content_hash(list(calibration))}
 
 
 def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
@@ -114,13 +111,10 @@ def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_s
     """A GPTQModel checkpoint of ``model_dir`` (``method`` "gptq" or "awq"; ``settings`` go to its config) and the
     seconds its quantization took: made now in a fresh process (:func:`helpers.quant.gptqmodel_quantize`,
     ``scripts/quantize.py``), or reused when a checkpoint with the same inputs exists (:func:`quantize_inputs`)."""
-    import hashlib
-    import json
-
     from .quant import gptqmodel_quantize
 
     inputs = quantize_inputs(model_dir, method, bits, group_size, calibration, awq_clip, awq_clip_tokens, **settings)
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:10]
+    key = content_hash(inputs, 10)
     folder = outputs_dir("quantized", profile.name) / f"{method}_w{bits}_g{group_size}_{key}"
     if reusable(folder, inputs, f"{method.upper()} w{bits} checkpoint"):
         return folder, read_manifest(folder)["seconds"]

@@ -10,7 +10,6 @@ for the exercises.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import time
 import warnings
@@ -22,6 +21,7 @@ from peft import LoraConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
+from .artifacts import content_hash
 from .data import as_dataset, require_columns, sft_rows
 from .paths import outputs_dir
 from .profiles import Profile
@@ -52,7 +52,7 @@ def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: l
         "max_length", "gradient_checkpointing", "bf16", "fp16", "seed", "data_seed", "completion_only_loss")}
     settings = {"kind": kind, "model_id": model_id, **lora, **trainer,
                 "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-                "data_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]}
+                "data_sha256": content_hash(rows)}
     if kind == "qlora":
         settings.update(quant_type=quant_type, double_quant=double_quant)
     return settings

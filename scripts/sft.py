@@ -124,7 +124,6 @@ def main(argv: list[str] | None = None) -> Path:
         "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
         "rss_by_step": memory.by_step,
         "adapter": str(output_dir),
-        "settings": settings,
         "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
     })
 
