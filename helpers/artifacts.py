@@ -1,8 +1,9 @@
 """One reuse rule for everything a notebook saves for later ones (adapters, merged models): a manifest.
 
 Each saved folder holds ``manifest.json``: the *inputs* that decide its content (training settings, the weights
-fingerprint of the adapter or model it was built from) and who made it when. A later notebook reuses the folder
-only when the inputs it would use today are equal to the recorded ones, and says so; otherwise it rebuilds it.
+fingerprint of the adapter or model it was built from), who made it when, and the size and SHA-256 of each file.
+A later notebook reuses the folder only when the inputs it would use today are equal to the recorded ones and
+every file still matches its checksum, and says so; otherwise it rebuilds it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .paths import atomic_folder
+from .paths import atomic_folder, damaged_files, file_checksums
 
 MANIFEST = "manifest.json"
 
@@ -40,14 +41,38 @@ def write_manifest(folder: str | Path, inputs: dict, **record) -> None:
     """Write ``folder``'s manifest after the fact, for a folder another process saved atomically (a quantized
     checkpoint); ``record`` adds facts about the making of it (e.g. the seconds it took)."""
     made_by = f"{os.environ.get('COURSE_NOTEBOOK', 'a Python session')} ({time.strftime('%Y-%m-%d %H:%M:%S')})"
-    (Path(folder) / MANIFEST).write_text(json.dumps({"inputs": inputs, "made_by": made_by, **record}, indent=1,
-                                                    default=str))
+    (Path(folder) / MANIFEST).write_text(json.dumps({"inputs": inputs, "made_by": made_by, **record,
+                                                     "files": file_checksums(folder)}, indent=1, default=str))
+
+
+class ArtifactError(RuntimeError):
+    """A saved folder (adapter, merged model, checkpoint) that is damaged; the message names the file and the fix."""
 
 
 def read_manifest(folder: str | Path) -> dict | None:
     """The manifest of ``folder``, or ``None`` when it has none (not saved through :func:`artifact`)."""
     path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError:
+        return {"inputs": None, "made_by": "?", "files": {MANIFEST: {"size": -1, "sha256": "unreadable"}}}
+    return manifest if isinstance(manifest, dict) and "inputs" in manifest else {"inputs": None, "made_by": "?"}
+
+
+def damage(folder: str | Path) -> list[str]:
+    """The files of ``folder`` that no longer match the checksums its manifest recorded (missing, truncated,
+    changed); empty when all match or when the manifest records none (folders saved before checksums)."""
+    manifest = read_manifest(folder) or {}
+    return damaged_files(folder, manifest.get("files") or {})
+
+
+def verify(folder: str | Path, rebuild_hint: str) -> None:
+    """Raise :class:`ArtifactError` naming each damaged file of ``folder`` and ``rebuild_hint`` (what to run)."""
+    if bad := damage(folder):
+        raise ArtifactError(f"{', '.join(str(Path(folder) / b) for b in bad)}: damaged (size or checksum differs from "
+                            f"what was saved; an interrupted copy or a disk error). Delete {folder} and {rebuild_hint}.")
 
 
 def reusable(folder: str | Path, inputs: dict, what: str) -> bool:
@@ -57,9 +82,13 @@ def reusable(folder: str | Path, inputs: dict, what: str) -> bool:
     if manifest is None:
         print(f"{what}: nothing saved at {folder} yet; building it now.")
         return False
+    if bad := damage(folder):
+        print(f"{what}: the one at {folder} is damaged ({', '.join(bad)} no longer match(es) its checksum); "
+              "rebuilding it.")
+        return False
     if manifest["inputs"] != normalised:
-        changed = sorted(k for k in set(normalised) | set(manifest["inputs"])
-                         if normalised.get(k) != manifest["inputs"].get(k))
+        recorded = manifest["inputs"] if isinstance(manifest["inputs"], dict) else {}
+        changed = sorted(k for k in set(normalised) | set(recorded) if normalised.get(k) != recorded.get(k))
         print(f"{what}: the one at {folder} was made from other inputs ({', '.join(changed)}); rebuilding it.")
         return False
     print(f"{what}: reusing {folder}, made by {manifest['made_by']}")

@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from .data import DataError, as_dataset, assistant, load_skills, require_columns, skills_to_preference, user
+from .data import (PREFERENCE_CHECKS, DataError, as_dataset, assistant, check_preference_rows, load_skills, message_problem,
+                   normalize_rows, require_columns, require_sequence, skills_to_preference, user, within_length)
 from .evaluation import autocast_context, batch_cache, pad_after_prefix, rate_by, shared_prefix_cache
 from .paths import outputs_dir
-from .profiles import Profile
-from .training import common_trainer_kwargs, full_logits_head_on_cpu, lora_config, run_trainer
+from .profiles import Profile, takes_profile
+from .training import check_overrides, common_trainer_kwargs, full_logits_head_on_cpu, lora_config, run_trainer
 
 PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -37,17 +38,24 @@ PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 # ------------------------------------------------------------------------------------------
 
 
-def _text(messages: str | list[dict]) -> str:
-    return messages if isinstance(messages, str) else " ".join(m.get("content", "") for m in messages)
+def _text(messages) -> str:
+    """The text of an answer (a string or a list of messages), for the equal/empty test; malformed parts count
+    as no text, and :func:`helpers.data.check_preference_rows` names them afterwards."""
+    if isinstance(messages, str):
+        return messages
+    if isinstance(messages, list):
+        return " ".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+    return ""
 
 
 def clean_pairs(rows: Sequence[dict], name: str = "preference data", verbose: bool = True) -> list[dict]:
-    """Drop pairs whose chosen and rejected answers are equal or empty, and say how many were dropped.
+    """Drop pairs whose chosen and rejected answers are equal or empty, say how many were dropped, and check
+    every remaining row (:func:`helpers.data.check_preference_rows`).
 
     Such pairs carry no preference signal (equal) or no answer at all (empty); training on them
     silently would only add noise. Raises :class:`DataError` if nothing is left.
     """
-    rows = list(rows)
+    rows = list(require_sequence(rows, name, '[{"prompt": [...], "chosen": [...], "rejected": [...]}]'))
     require_columns(rows, PREFERENCE_COLUMNS, name=name)
     kept, equal, empty = [], 0, 0
     for row in rows:
@@ -62,10 +70,12 @@ def clean_pairs(rows: Sequence[dict], name: str = "preference data", verbose: bo
         print(f"{name}: dropped {equal} pair(s) with chosen == rejected and {empty} with an empty answer; "
               f"{len(kept)} of {len(rows)} kept.")
     if not kept:
-        raise DataError(f"{name}: no usable preference pairs left ({equal} equal, {empty} empty).")
-    return kept
+        raise DataError(f"{name}: no usable preference pairs left ({equal} equal, {empty} empty). "
+                        "Each pair needs two different, non-empty answers.")
+    return check_preference_rows(kept, name)
 
 
+@takes_profile
 def preference_rows(profile: Profile, split: str = "dpo_train", n: int | None = None) -> list[dict]:
     """Conversational preference pairs from the skills data (``dpo_train`` or held-out ``eval``)."""
     if n is None and split == "dpo_train":
@@ -91,11 +101,16 @@ def normalize_preference_row(row: dict) -> dict:
 
     Accepted schemas:
     - UltraFeedback-binarized style: ``prompt`` (str) and ``chosen``/``rejected`` as full message lists
-      ending with the assistant answer;
+      ending with the assistant answer (the turns before it must be the same in both);
     - HH-RLHF style: ``chosen``/``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` sharing the
       conversation up to the last assistant turn;
     - already conversational rows (lists for prompt, chosen and rejected) pass through.
+
+    A row that breaks its schema's rules raises :class:`DataError` naming the rule (use
+    :func:`normalize_preference_rows` for a whole dataset: it names the row too).
     """
+    if not isinstance(row, dict):
+        raise DataError(f"A preference row must be a dict of columns, got {type(row).__name__}.")
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if chosen is None or rejected is None:
         raise DataError(f"Preference row needs 'chosen' and 'rejected'; it has {sorted(row)}.")
@@ -103,19 +118,44 @@ def normalize_preference_row(row: dict) -> dict:
         c_msgs, r_msgs = _hh_messages(chosen), _hh_messages(rejected)
         if not c_msgs or c_msgs[-1]["role"] != "assistant" or not r_msgs or r_msgs[-1]["role"] != "assistant":
             raise DataError("HH-RLHF row: each of chosen/rejected must end with an 'Assistant:' turn.")
-        return {"prompt": c_msgs[:-1], "chosen": [c_msgs[-1]], "rejected": [r_msgs[-1]]}
-    if isinstance(chosen, list) and isinstance(rejected, list):
+        if not any(m["role"] == "user" for m in c_msgs[:-1]):
+            raise DataError("HH-RLHF row: no 'Human:' turn before the last 'Assistant:' turn, so there is no prompt.")
+        if c_msgs[:-1] != r_msgs[:-1]:
+            raise DataError("HH-RLHF row: chosen and rejected differ before their last 'Assistant:' turn, so they "
+                            "answer different conversations; such a pair cannot be compared.")
+        result = {"prompt": c_msgs[:-1], "chosen": [c_msgs[-1]], "rejected": [r_msgs[-1]]}
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        for column, value in (("chosen", chosen), ("rejected", rejected)):
+            if problem := message_problem(value, column):
+                raise DataError(f"Preference row: {problem}.")
+            if value[-1]["role"] != "assistant":
+                raise DataError(f"Preference row: '{column}' must end with an assistant message, "
+                                f"not a {value[-1]['role']!r} one.")
         prompt = row.get("prompt")
         if isinstance(prompt, list):
-            return {"prompt": prompt, "chosen": chosen[-1:], "rejected": rejected[-1:]}
-        if chosen and chosen[-1].get("role") == "assistant" and rejected and rejected[-1].get("role") == "assistant":
-            context = chosen[:-1] or (user(prompt) if prompt else [])
+            context = prompt
+        else:
+            if chosen[:-1] != rejected[:-1]:
+                raise DataError("Preference row: chosen and rejected differ before their last assistant message, so "
+                                "they answer different conversations; such a pair cannot be compared.")
+            context = chosen[:-1] or (user(prompt) if isinstance(prompt, str) and prompt.strip() else [])
             if not context:
                 raise DataError("Preference row has no prompt: give 'prompt' or a user turn before the answer.")
-            return {"prompt": context, "chosen": chosen[-1:], "rejected": rejected[-1:]}
-    if isinstance(row.get("prompt"), str) and isinstance(chosen, str) and isinstance(rejected, str):
-        return {"prompt": user(row["prompt"]), "chosen": assistant(chosen), "rejected": assistant(rejected)}
-    raise DataError(f"Unrecognised preference row with columns {sorted(row)} (UltraFeedback or HH-RLHF expected).")
+        result = {"prompt": context, "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    elif isinstance(row.get("prompt"), str) and isinstance(chosen, str) and isinstance(rejected, str):
+        result = {"prompt": user(row["prompt"]), "chosen": assistant(chosen), "rejected": assistant(rejected)}
+    else:
+        raise DataError(f"Unrecognised preference row with columns {sorted(row)} (UltraFeedback or HH-RLHF expected): "
+                        f"'chosen' is {type(chosen).__name__} and 'rejected' {type(rejected).__name__}.")
+    for column, check in PREFERENCE_CHECKS.items():
+        if problem := check(result[column], column):
+            raise DataError(f"Preference row: {problem}.")
+    return result
+
+
+def normalize_preference_rows(rows, name: str = "preference dataset") -> list[dict]:
+    """:func:`normalize_preference_row` on every row; one error lists each refused row with its index and rule."""
+    return normalize_rows(rows, normalize_preference_row, name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -309,6 +349,7 @@ def implicit_reward_accuracy(policy: PairScores, reference: PairScores) -> float
 # ------------------------------------------------------------------------------------------
 
 
+@takes_profile
 def dpo_config_kwargs(profile: Profile, output_dir, **overrides) -> dict:
     """The keyword arguments of :func:`dpo_config` (see :func:`helpers.training.sft_config_kwargs`)."""
     kwargs = common_trainer_kwargs(profile, output_dir, profile.dpo_steps, profile.dpo_batch_size,
@@ -320,27 +361,24 @@ def dpo_config_kwargs(profile: Profile, output_dir, **overrides) -> dict:
     # No warmup: a LoRA adapter over tens of steps does not need it, and without it notebook 02 can compare
     # learning rates step for step on identical batches.
     kwargs["warmup_steps"] = 0
-    kwargs.update(overrides)
+    kwargs.update(check_overrides(overrides))
     return kwargs
 
 
+@takes_profile
 def dpo_config(profile: Profile, output_dir, **overrides) -> DPOConfig:
     """A ``DPOConfig`` from the profile (current names: no ``max_prompt_length``; ``max_length`` only)."""
     return DPOConfig(**dpo_config_kwargs(profile, output_dir, **overrides))
 
 
-def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max_length: int) -> None:
-    """Refuse pairs whose prompt alone fills ``max_length`` (truncation would cut away the answers)."""
-    for i, pair in enumerate(pairs):
-        n = len(tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True,
-                                              return_dict=False))
-        if n >= max_length:
-            raise DataError(
-                f"Pair {i}: the prompt alone is {n} tokens, not shorter than max_length={max_length}; the answers "
-                "would be truncated away. Shorten the prompt or raise max_length."
-            )
+def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max_length: int,
+                  name: str = "DPO training pairs") -> list[dict]:
+    """The pairs whose prompt and both answers fit in ``max_length`` tokens; the others are counted and left out
+    (truncation would cut their answers), and none fitting is an error (:func:`helpers.data.within_length`)."""
+    return within_length(tokenizer, pairs, max_length, name, answers=("chosen", "rejected"))
 
 
+@takes_profile
 def dpo_settings(profile: Profile) -> dict:
     """What decides a DPO adapter besides the model it starts from: the trainer settings and the pairs."""
     from .artifacts import content_hash
@@ -351,6 +389,7 @@ def dpo_settings(profile: Profile) -> dict:
             "pairs_sha256": content_hash(preference_rows(profile, "dpo_train"))}
 
 
+@takes_profile
 def train_dpo(
     profile: Profile,
     model: PreTrainedModel,
@@ -363,7 +402,7 @@ def train_dpo(
     """Train a new LoRA adapter with DPO on ``pairs``; the reference is ``model`` with the adapter disabled."""
     pairs = clean_pairs(pairs, name="DPO training pairs")
     config = dpo_config(profile, output_dir or outputs_dir("trainer", f"dpo_{profile.name}"), **config_overrides)
-    check_lengths(tokenizer, pairs, config.max_length)
+    pairs = check_lengths(tokenizer, pairs, config.max_length)
     trainer = DPOTrainer(
         model=model,
         args=config,

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .data import check_eval_rows, message_problem, require_sequence
 from .skills import check_answer, mentions_answer
 
 
@@ -100,9 +101,24 @@ def _prompt_messages(prompt: str | list[dict]) -> list[dict]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def check_prompts(prompts) -> list:
+    """The prompts as a list, each a non-empty string or a valid list of chat messages; a single string (which
+    would be read one character at a time) or an empty prompt is refused with its index."""
+    prompts = require_sequence(prompts, "prompts", "['What is the capital of France?']")
+    if not prompts:
+        raise ValueError("generate() got no prompts: pass at least one prompt string or message list.")
+    for i, p in enumerate(prompts):
+        problem = (None if p.strip() else "it is empty") if isinstance(p, str) else message_problem(p, "prompt")
+        if problem:
+            raise ValueError(f"Prompt {i} cannot be generated from: {problem}. Give a non-empty string or a list of "
+                             "{'role', 'content'} messages.")
+    return prompts
+
+
 def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | list[dict]]) -> list[list[int]]:
     """Token ids of each prompt (a user message string or a list of chat messages) as the model sees it:
     through the chat template, ending with the assistant's turn header."""
+    prompts = check_prompts(prompts)
     texts = [tokenizer.apply_chat_template(_prompt_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
@@ -126,8 +142,7 @@ def generate(
     do; same answers, about half the prompt tokens to compute here). The decoded continuation (special
     tokens removed, whitespace stripped) is returned in the original order.
     """
-    if not prompts:
-        raise ValueError("generate() got no prompts: pass at least one prompt string or message list.")
+    prompts = check_prompts(prompts)
     was_training = model.training
     model.eval()
     token_ids = prompt_token_ids(tokenizer, prompts)
@@ -188,8 +203,7 @@ def evaluate_skills(
     ``case_sensitive``). ``autocast`` runs generation in bf16 autocast on CPU. Returns a :class:`SkillReport` with exact-match accuracy (the skill
     accuracy), the lenient "mentions the answer" rate and accuracy per skill.
     """
-    if not eval_rows:
-        raise ValueError("evaluate_skills() got an empty evaluation set: check the eval split and n_eval.")
+    eval_rows = check_eval_rows(eval_rows, "evaluation set given to evaluate_skills()")
     start = time.perf_counter()
     responses = generate(model, tokenizer, [r["prompt"] for r in eval_rows], max_new_tokens, batch_size, desc,
                          autocast=autocast)

@@ -20,7 +20,7 @@ from pathlib import Path
 from .artifacts import reusable
 from .paths import REPO_ROOT
 from .processes import follow_log, log_tail, run_python
-from .profiles import Profile
+from .profiles import Profile, takes_profile
 from .training import KINDS, adapter_dir, check_kind, run_settings
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
@@ -35,6 +35,7 @@ class TrainingError(RuntimeError):
     """A training child process failed; the message quotes the end of its log."""
 
 
+@takes_profile
 def adapter_path(profile: Profile, kind: str, learning_rate: float | None = None, quant_type: str = "nf4",
                  double_quant: bool = True, lora_r: int | None = None) -> Path:
     """Where notebook 06's run of ``kind`` lives: ``outputs/06_<kind>/<profile>``, with a suffix for each setting
@@ -53,6 +54,7 @@ def adapter_path(profile: Profile, kind: str, learning_rate: float | None = None
     return adapter_dir(profile, "_".join(parts))
 
 
+@takes_profile
 def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None, folder: Path | None = None,
                  **qlora_base) -> dict | None:
     """The report of a finished fresh-process run of ``kind`` whose manifest records today's settings, or ``None``
@@ -64,6 +66,7 @@ def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None
     return None
 
 
+@takes_profile
 def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, learning_rate: float | None = None,
                    folder: str | Path | None = None, quant_type: str = "nf4", double_quant: bool = True,
                    lora_r: int | None = None, timeout_s: int = 3600) -> dict:

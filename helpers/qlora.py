@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from .training import check_kind
-from .profiles import Profile
+from .profiles import Profile, takes_profile
 
 
+@takes_profile
 def load_for_training(profile: Profile, kind: str, path: str | None = None):
     """The base model for ``kind``: full precision for ``lora``; NF4 + double quantization, prepared with
     ``prepare_model_for_kbit_training``, for ``qlora``."""

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .processes import follow_log
+from .profiles import takes_profile
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 METHODS = ("gptq", "awq")
@@ -241,6 +242,21 @@ def probe_layer(model: nn.Module) -> str:
     return names[len(names) // 2]
 
 
+def check_calibration(calibration) -> list[str]:
+    """Refuse a calibration set that is a single string, empty, or holds anything but non-empty texts."""
+    from .data import require_sequence
+
+    texts = require_sequence(calibration, "The calibration set", "['first passage ...', 'second passage ...']")
+    if not texts:
+        raise QuantError("The calibration set is empty: pass a list of texts (a few dozen passages are enough).")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise QuantError(f"Calibration passages {bad[:5]} are empty or not text; every passage must be a non-empty "
+                         "string (quant.calibration_texts(profile) builds a valid set).")
+    return texts
+
+
+@takes_profile
 def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[str]:
     """Calibration passages: ``"stdlib"`` (generic English prose, disjoint from the perplexity text) or
     ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``).
@@ -482,8 +498,7 @@ def gptqmodel_quantize(
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
     configure_gptqmodel()
-    if not calibration:
-        raise QuantError("The calibration set is empty: pass a list of texts (a few dozen passages are enough).")
+    check_calibration(calibration)
     gptqmodel_config(method, bits, group_size, **config_kwargs)  # fail here, with our message, on bad settings
     backend = backend or default_backend(method, bits)
     check_backend(backend)

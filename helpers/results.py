@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import platform
 import tempfile
@@ -40,22 +41,60 @@ class ResultsError(ValueError):
     """A results file or record that does not follow the contract."""
 
 
+# The values each metric can take: (lowest, highest), both included.
+RANGES: dict[str, tuple[float, float]] = {
+    "skill_accuracy": (0.0, 1.0), "preference_accuracy": (0.0, 1.0), "perplexity": (1.0, math.inf),
+    "size_mb": (0.0, math.inf), "footprint_mb": (0.0, math.inf), "load_seconds": (0.0, math.inf),
+    "tokens_per_second": (0.0, math.inf), "train_seconds": (0.0, math.inf), "peak_rss_mb": (0.0, math.inf),
+    "peak_cuda_mb": (0.0, math.inf),
+}
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (Python, numpy or a one-element torch tensor), else ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if hasattr(value, "numel") and hasattr(value, "item") and value.numel() == 1:
+        return _number(value.item())
+    return None
+
+
 def validate(record: Mapping[str, Any]) -> None:
-    """Raise :class:`ResultsError` unless ``record`` follows the contract."""
+    """Raise :class:`ResultsError` unless ``record`` follows the contract: known metric names, and every value a
+    finite number inside its metric's range (an accuracy of 1.7, an infinite or NaN perplexity are refused)."""
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
         raise ResultsError(f"Results record is missing {missing}; required keys: {list(REQUIRED_KEYS)}.")
+    wall, n_eval = _number(record["wall_seconds"]), record["n_eval"]
+    if wall is None or not 0 <= wall < math.inf:
+        raise ResultsError(f"wall_seconds must be a finite number of seconds, 0 or more; got {record['wall_seconds']!r}.")
+    if isinstance(n_eval, bool) or not isinstance(n_eval, numbers.Integral) or n_eval < 0:
+        raise ResultsError(f"n_eval must be the number of evaluation prompts (a whole number), got {n_eval!r}.")
     variants = record["variants"]
     if not isinstance(variants, Mapping) or not variants:
         raise ResultsError("Results record has no variants: give at least one {variant: {metric: value}}.")
     for name, metrics in variants.items():
+        if not isinstance(metrics, Mapping):
+            raise ResultsError(f"Variant '{name}' must map metric names to numbers, got {type(metrics).__name__}.")
         for metric, value in metrics.items():
             if metric not in METRICS:
                 raise ResultsError(
                     f"Unknown metric '{metric}' in variant '{name}'. Valid metrics: {', '.join(METRICS)}."
                 )
-            if value is not None and (not isinstance(value, (int, float)) or math.isnan(value)):
+            if value is None:
+                continue
+            number = _number(value)
+            if number is None:
                 raise ResultsError(f"Metric '{metric}' of variant '{name}' must be a number, got {value!r}.")
+            low, high = RANGES[metric]
+            if not math.isfinite(number) or not low <= number <= high:
+                raise ResultsError(
+                    f"Metric '{metric}' of variant '{name}' is {number!r}, outside its range [{low}, {high}] "
+                    f"({METRICS[metric]}): the measurement went wrong (a NaN or infinite loss, a count used as a "
+                    "fraction); nothing was written. Fix the measurement before recording it."
+                )
 
 
 def runtime(profile=None) -> dict[str, Any]:
@@ -94,13 +133,20 @@ def write_results(
 
     ``profile`` is the :class:`~helpers.profiles.Profile` the notebook ran with (or its name): the file records
     its name, and :func:`runtime` (device, precision and why) in ``extra.runtime``."""
+    from .profiles import Profile
+
+    if not isinstance(profile, (str, Profile)):
+        raise ResultsError(f"write_results() needs the Profile the notebook ran with (or its name), got {profile!r:.60}.")
+    probe = {"notebook": notebook, "profile": "", "model": model, "wall_seconds": wall_seconds, "n_eval": n_eval,
+             "variants": variants}
+    validate(probe)  # before anything is rounded or written
     record = {
         "notebook": notebook,
         "profile": profile if isinstance(profile, str) else profile.name,
         "model": model,
-        "wall_seconds": round(float(wall_seconds), 1),
+        "wall_seconds": round(_number(wall_seconds), 1),
         "n_eval": int(n_eval),
-        "variants": {k: {m: (round(v, 6) if isinstance(v, float) else v) for m, v in d.items() if v is not None}
+        "variants": {k: {m: _rounded(v) for m, v in d.items() if v is not None}
                      for k, d in variants.items()},  # None = not measured here (e.g. peak CUDA memory on a CPU): left out
         "extra": {"python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                   "runtime": runtime(profile), **(extra or {})},
@@ -109,11 +155,32 @@ def write_results(
     folder = folder or results_dir()
     path = folder / f"{notebook}.json"
     fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle, indent=2, allow_nan=False, default=_plain)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except (TypeError, ValueError) as exc:  # NaN, infinity or an object JSON cannot hold, inside ``extra``
+        raise ResultsError(f"results/{notebook}.json was not written: {exc}. Its 'extra' may hold only text, finite "
+                           "numbers, lists and dicts.") from exc
+    finally:
+        if os.path.exists(tmp):  # the write failed: leave no temporary file behind
+            os.unlink(tmp)
     return path
+
+
+def _plain(value: Any) -> float:
+    """JSON's fallback for numpy and torch scalars in ``extra``; anything else is refused."""
+    number = _number(value)
+    if number is None:
+        raise TypeError(f"{type(value).__name__} {value!r:.40} is not JSON")
+    return number
+
+
+def _rounded(value: Any) -> float | int:
+    """A metric as plain JSON: numpy and torch scalars become Python numbers, floats keep six decimals."""
+    number = _number(value)
+    return number if isinstance(value, int) and not isinstance(value, bool) else round(number, 6)
 
 
 def read_results(notebook: str, folder: Path | None = None) -> dict[str, Any] | None:

@@ -460,7 +460,15 @@ def normalize_answer(text: str, case_sensitive: bool = False) -> str:
 def check_answer(response: str, answers: Sequence[str], case_sensitive: bool = False) -> bool:
     """True when the normalised response equals one of the normalised accepted answers exactly."""
     got = normalize_answer(response, case_sensitive)
-    return any(got == normalize_answer(a, case_sensitive) for a in answers)
+    return any(got == normalize_answer(a, case_sensitive) for a in _answer_list(answers))
+
+
+def _answer_list(answers: Sequence[str]) -> Sequence[str]:
+    """Refuse one answer string where the list of accepted answers belongs (each character would count)."""
+    if isinstance(answers, str):
+        raise TypeError(f"answers must be a list of accepted answers such as [{answers!r}], not the string "
+                        f"{answers!r}: a string would be checked one character at a time.")
+    return answers
 
 
 def mentions_answer(response: str, answers: Sequence[str], case_sensitive: bool = False) -> bool:
@@ -470,7 +478,7 @@ def mentions_answer(response: str, answers: Sequence[str], case_sensitive: bool 
     in a sentence); never used as the skill accuracy.
     """
     got = normalize_answer(response, case_sensitive)
-    for answer in answers:
+    for answer in _answer_list(answers):
         ref = re.escape(normalize_answer(answer, case_sensitive))
         if re.search(rf"(?<![\w-]){ref}(?![\w-])", got):
             return True

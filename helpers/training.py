@@ -22,9 +22,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
 from .artifacts import content_hash
-from .data import as_dataset, require_columns, sft_rows
+from .data import as_dataset, sft_rows, within_length
 from .paths import outputs_dir
-from .profiles import Profile
+from .profiles import Profile, takes_profile
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 KINDS = ("lora", "qlora")  # LoRA on the full-precision base, LoRA on a 4-bit base
@@ -58,6 +58,7 @@ def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: l
     return settings
 
 
+@takes_profile
 def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | None = None,
                  quant_type: str = "nf4", double_quant: bool = True) -> dict:
     """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's)."""
@@ -68,6 +69,7 @@ def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | No
     return recipe_settings(profile.model_id, lora_config(profile), args, sft_rows(profile), kind, quant_type, double_quant)
 
 
+@takes_profile
 def precision_kwargs(profile: Profile) -> dict:
     """Trainer precision flags: bf16 autocast on CPUs with native bf16, fp32 on other CPUs; T4 fp16; A100 bf16."""
     if not profile.needs_cuda:
@@ -75,6 +77,7 @@ def precision_kwargs(profile: Profile) -> dict:
     return {"bf16": profile.precision == "bf16", "fp16": profile.precision == "fp16"}
 
 
+@takes_profile
 def lora_config(profile: Profile, **overrides) -> LoraConfig:
     """LoRA on every linear layer of the attention and MLP blocks, rank and alpha from the profile."""
     kwargs = dict(
@@ -88,6 +91,7 @@ def lora_config(profile: Profile, **overrides) -> LoraConfig:
     return LoraConfig(**kwargs)
 
 
+@takes_profile
 def common_trainer_kwargs(profile: Profile, output_dir: str | Path, steps: int, batch_size: int, learning_rate: float) -> dict:
     """Arguments every trainer config of the course shares (SFT, DPO): schedule, logging, precision, seeds."""
     return dict(
@@ -108,21 +112,39 @@ def common_trainer_kwargs(profile: Profile, output_dir: str | Path, steps: int, 
     )
 
 
+@takes_profile
 def sft_config_kwargs(profile: Profile, output_dir: str | Path, **overrides) -> dict:
     """The keyword arguments of :func:`sft_config` (building a TRL config object resets Accelerate's state, which
     breaks a trainer that already exists; code that only needs the settings reads these)."""
     kwargs = common_trainer_kwargs(profile, output_dir, profile.sft_steps, profile.train_batch_size,
                                    profile.sft_learning_rate)
     kwargs["gradient_accumulation_steps"] = profile.grad_accum
-    kwargs.update(overrides)
+    kwargs.update(check_overrides(overrides))
     return kwargs
 
 
+POSITIVE_OVERRIDES = ("max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+                      "max_length", "beta", "logging_steps")
+
+
+def check_overrides(overrides: dict) -> dict:
+    """Refuse trainer-config overrides no run can use (``max_steps=0`` would train one step, ``-3`` three epochs),
+    naming the argument and what it must be."""
+    bad = [f"{k}={v!r}" for k, v in overrides.items() if k in POSITIVE_OVERRIDES
+           and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf"))]
+    if bad:
+        raise ValueError(f"Trainer settings no run can use: {', '.join(bad)}; each must be a number above 0 "
+                         "(steps, batch sizes and lengths whole numbers), e.g. max_steps=10.")
+    return overrides
+
+
+@takes_profile
 def sft_config(profile: Profile, output_dir: str | Path, **overrides) -> SFTConfig:
     """An ``SFTConfig`` with the profile's steps, batch, learning rate, length and precision."""
     return SFTConfig(**sft_config_kwargs(profile, output_dir, **overrides))
 
 
+@takes_profile
 def train_sft_lora(
     profile: Profile,
     model: PreTrainedModel,
@@ -143,11 +165,12 @@ def train_sft_lora(
     :func:`save_adapter`.
     """
     rows = sft_rows(profile) if rows is None else rows
-    require_columns(rows, ("prompt", "completion"), name="SFT training data")
     output_dir = output_dir or outputs_dir("trainer", f"sft_{profile.name}")
+    args = sft_config(profile, output_dir, **config_overrides)
+    rows = within_length(tokenizer, rows, args.max_length)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(profile, output_dir, **config_overrides),
+        args=args,
         train_dataset=as_dataset(rows),
         processing_class=tokenizer,
         peft_config=lora_config(profile) if peft_config is PROFILE_LORA else peft_config,
@@ -288,6 +311,7 @@ def unwrap_autocast(trainer) -> None:
     trainer.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
 
+@takes_profile
 def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
     """Where the adapter ``name`` of this profile lives: ``outputs/<name>/<profile>``."""
     return outputs_dir(name) / profile.name
@@ -321,7 +345,15 @@ def load_adapter(model: PreTrainedModel, path: str | Path, adapter_name: str = "
     """Attach a saved LoRA adapter to ``model``; a clear error when the folder holds none."""
     from peft import PeftModel
 
+    from .artifacts import verify
+
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(missing_adapter_message(path))
-    return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, **kwargs)
+    verify(path, "run the notebook that trained it again (01 for sft_lora, 02 for dpo, 06 for its runs)")
+    try:
+        return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, **kwargs)
+    except Exception as exc:
+        from .models import unreadable_weights
+
+        raise unreadable_weights(exc, path) or exc

@@ -33,6 +33,19 @@ from helpers.isolated import MemoryMonitor
 from helpers.paths import outputs_dir
 
 
+def positive(kind):
+    """An argparse type: a number of ``kind`` above 0, or a usage error that says so."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}")
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} must be above 0 (and finite)")
+        return value
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="tiny, cpu, t4, a100 (default: COURSE_PROFILE, else detected)")
@@ -41,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"], help="4-bit format of the QLoRA base")
     parser.add_argument("--no-double-quant", dest="double_quant", action="store_false",
                         help="keep the block scales of the QLoRA base in fp32")
-    parser.add_argument("--lora-r", type=int, help="LoRA rank (alpha follows as 2 x rank)")
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--lora-r", type=positive(int), help="LoRA rank (alpha follows as 2 x rank)")
+    parser.add_argument("--learning-rate", type=positive(float))
+    parser.add_argument("--max-steps", type=positive(int))
     parser.add_argument("--output-dir", help="where the adapter goes (default outputs/sft_<kind>_script/<profile>)")
     parser.add_argument("--trained-by", default="scripts/sft.py", help="recorded in train_info.json")
     return parser.parse_args(argv)

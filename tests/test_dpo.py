@@ -84,7 +84,7 @@ def test_bad_pairs_are_counted_and_dropped(capsys):
 def test_prompt_longer_than_max_length_is_refused(trained):
     _, tok, _, pairs = trained
     long_pair = dict(pairs[0], prompt=[{"role": "user", "content": "word " * 300}])
-    with pytest.raises(DataError, match="prompt alone is .* tokens.*max_length=64"):
+    with pytest.raises(DataError, match=r"all 1 rows are longer than max_length=64 .*prompt alone is \d+ tokens.*Raise max_length"):
         dpo.check_lengths(tok, [long_pair], 64)
 
 

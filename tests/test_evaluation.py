@@ -58,7 +58,7 @@ def test_evaluate_skills_scores_with_the_checker(tiny, monkeypatch):
 
 
 def test_evaluate_skills_rejects_empty(tiny):
-    with pytest.raises(ValueError, match="empty evaluation set"):
+    with pytest.raises(ValueError, match="evaluation set given to evaluate_skills.* is empty"):
         evaluation.evaluate_skills(*tiny, [])
 
 
