@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> Path:
         torch.cuda.reset_peak_memory_stats()
     tokenizer = models.load_tokenizer(profile)
     model = load_base(profile, args.qlora, args.quant_type, args.double_quant)
-    rows = data.sft_rows(profile)
     peft_config, sft_args = recipe(profile, str(outputs_dir("trainer", f"{kind}_{profile.name}")))
+    rows = data.within_length(tokenizer, data.sft_rows(profile), sft_args.max_length)   # longer rows: counted, left out
     trainer = SFTTrainer(
         model=model,
         args=sft_args,
