@@ -76,7 +76,7 @@ def nf4_code(offset: float = 0.9677083) -> torch.Tensor:
 
     An even number of levels cannot be symmetric *and* contain 0, so NF4 takes 8 positive quantiles
     and 7 negative ones (of the probabilities 0.5..``offset``), plus 0. ``offset`` < 1 keeps the outermost quantile
-    finite; 0.9677083 is the value bitsandbytes' table was built with (a test compares the two tables). Notebook 05
+    finite; bitsandbytes builds its table with 0.9677083 = 1 - (1/30 + 1/32) / 2 (a test compares the two tables). Notebook 05
     writes this function out; a test keeps the two equal.
     """
     normal = torch.distributions.Normal(0.0, 1.0)

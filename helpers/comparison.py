@@ -4,7 +4,7 @@ method (earlier results collected, one table with units, the trade-offs plotted)
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import pandas as pd
 
@@ -62,6 +62,125 @@ def accuracy_table(reports: Mapping[str, SkillReport]) -> pd.DataFrame:
             for name, rep in reports.items()}
     return pd.DataFrame(data).round(3)
 
+def accuracy_intervals(outcomes: Mapping[str, Mapping]) -> dict[str, list[float]]:
+    """The 95% Wilson interval of each variant's skill accuracy, from its recorded per-prompt outcomes."""
+    from . import stats
+
+    out = {}
+    for name, o in outcomes.items():
+        if o.get("correct"):
+            out[name] = list(stats.wilson_interval(o["correct"].count("1"), len(o["correct"])))
+    return out
+
+
+def compare_pairs(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
+    """For each ``(a, b)``: ``b``'s skill accuracy minus ``a``'s on the same prompts (paired bootstrap interval,
+    McNemar p-value) and ``b``'s perplexity divided by ``a``'s on the same text (block-bootstrap interval); keyed
+    ``"b vs a"``. Variants without recorded outcomes are skipped (and said so)."""
+    from . import stats
+
+    out = {}
+    for a, b in pairs:
+        oa, ob = outcomes.get(a, {}), outcomes.get(b, {})
+        entry = {}
+        if oa.get("correct") and ob.get("correct"):
+            entry["skill_accuracy"] = stats.paired_difference([c == "1" for c in oa["correct"]],
+                                                              [c == "1" for c in ob["correct"]])
+        if oa.get("preferred") and ob.get("preferred"):
+            entry["preference_accuracy"] = stats.paired_difference([c == "1" for c in oa["preferred"]],
+                                                                   [c == "1" for c in ob["preferred"]])
+        if oa.get("ppl_block_nll") and ob.get("ppl_block_nll"):
+            entry["perplexity"] = stats.perplexity_ratio(oa["ppl_block_nll"], ob["ppl_block_nll"], ob["ppl_block_tokens"])
+        if not entry:
+            print(f"{b} vs {a}: no per-prompt outcomes recorded for both, so no interval.")
+            continue
+        out[f"{b} vs {a}"] = entry
+    return out
+
+
+def pairs_table(comparisons: Mapping[str, Mapping]) -> pd.DataFrame:
+    """:func:`compare_pairs` as a table to read: each difference with its 95% interval, and whether it is clear of
+    noise (the interval excludes no change)."""
+    rows = {}
+    for name, entry in comparisons.items():
+        row = {}
+        if d := entry.get("skill_accuracy"):
+            row["skill acc. Δ (points)"] = f"{100 * d['difference']:+.1f}"
+            row["95% interval"] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            row["McNemar p"] = round(d["p_value"], 4)
+            row["skill: clear?"] = "yes" if d["clear"] else "no (noise)"
+        if d := entry.get("preference_accuracy"):
+            row["pref. acc. Δ (points)"] = f"{100 * d['difference']:+.1f}"
+            row["95% interval  "] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            row["pref.: clear?"] = "yes" if d["clear"] else "no (noise)"
+        if r := entry.get("perplexity"):
+            row["perplexity ×"] = f"{r['ratio']:.3f}"
+            row["95% interval "] = f"[{r['low']:.3f}, {r['high']:.3f}]"
+            row["perplexity: clear?"] = "yes" if r["clear"] else "no (noise)"
+        rows[name] = row
+    return pd.DataFrame(rows).T
+
+
+def verdict(comparisons: Mapping[str, Mapping], name: str, metric: str) -> str:
+    """One phrase for prose: how ``metric`` changed in comparison ``name`` and whether that is clear of noise."""
+    entry = comparisons[name].get(metric)
+    if entry is None:
+        return "not measured"
+    if metric.endswith("accuracy"):
+        size = f"{100 * entry['difference']:+.1f} points [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]"
+        direction = "higher" if entry["difference"] > 0 else "lower"
+    else:
+        size = f"×{entry['ratio']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+        direction = "worse" if entry["ratio"] > 1 else "better"
+    return f"{direction}, {size}" if entry["clear"] else f"no clear difference ({size})"
+
+
+def choose_calibration(metrics: Mapping[str, Mapping[str, float]], outcomes: Mapping[str, Mapping],
+                       candidates: Mapping[str, str]) -> dict:
+    """Pick the calibration to deploy from ``candidates`` (calibration source -> variant measured with it): the
+    highest skill accuracy, the metric of the chat prompts the tuned model serves. The reason says whether that
+    win is clear of noise against every other candidate, and whether the same calibration also has the lowest
+    perplexity (so whether one calibration wins on both metrics)."""
+    from . import stats
+
+    by_skill = max(candidates, key=lambda c: metrics[candidates[c]]["skill_accuracy"])
+    by_ppl = min(candidates, key=lambda c: metrics[candidates[c]]["perplexity"])
+    others = [c for c in candidates if c != by_skill]
+
+    def correct(c):
+        return [x == "1" for x in outcomes[candidates[c]]["correct"]]
+
+    def blocks_of(c):
+        return outcomes[candidates[c]]["ppl_block_nll"]
+
+    skill_clear = all(stats.paired_difference(correct(c), correct(by_skill))["clear"] for c in others)
+    tokens = outcomes[candidates[by_ppl]]["ppl_block_tokens"]
+    ppl_clear = all(stats.perplexity_ratio(blocks_of(c), blocks_of(by_ppl), tokens)["clear"]
+                    for c in candidates if c != by_ppl)
+    acc = {c: f"{100 * metrics[v]['skill_accuracy']:.1f}%" for c, v in candidates.items()}
+    reason = (f"'{by_skill}' calibration has the highest skill accuracy ({', '.join(f'{c} {a}' for c, a in acc.items())}), "
+              + ("clearly above every other (95% intervals exclude no difference)" if skill_clear else
+                 "but not clearly: its difference from at least one other is within noise")
+              + f"; the lowest perplexity is '{by_ppl}''s" + (" (clearly)" if ppl_clear else " (not clearly)") + ". "
+              + ("One calibration wins on both metrics." if by_skill == by_ppl and skill_clear and ppl_clear else
+                 "No calibration wins clearly on both metrics.")
+              + f" Deployed: '{by_skill}', for the skills the tuned model is for.")
+    return {"source": by_skill, "variant": candidates[by_skill], "skill_clear": skill_clear, "best_perplexity": by_ppl,
+            "perplexity_clear": ppl_clear, "reason": reason}
+
+
+def calibration_choice(notebook: str, profile_name: str, model_fingerprint: str, folder: Path | None = None) -> dict:
+    """The calibration ``notebook`` (03 for GPTQ, 04 for AWQ) measured best on these weights and this profile
+    (:func:`choose_calibration`), or, when it has not, docstrings (``stdlib``, the notebooks' default), saying so."""
+    record = read_results(notebook, folder)
+    if (record and record["profile"] == profile_name and record["extra"].get("model_fingerprint") == model_fingerprint
+            and record["extra"].get("calibration_choice")):
+        return record["extra"]["calibration_choice"]
+    return {"source": "stdlib", "variant": None,
+            "reason": f"{notebook} has not compared calibrations on these weights (profile {profile_name}), so the "
+                      "default, docstrings ('stdlib'); run it to choose by measurement."}
+
+
 def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFrame:
     """Every variant of every ``results/NN_*.json`` (notebooks 01-06) measured on ``profile_name``.
 
@@ -82,8 +201,8 @@ def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFra
 
 
 def measured_before(notebook: str, variant: str, profile_name: str, model_fingerprint: str,
-                    folder: Path | None = None) -> tuple[dict[str, float], str] | None:
-    """``(metrics, source)`` of ``variant`` from ``results/<notebook>.json`` when that notebook measured it on
+                    folder: Path | None = None) -> tuple[dict[str, float], str, dict] | None:
+    """``(metrics, source, outcomes)`` of ``variant`` from ``results/<notebook>.json`` when that notebook measured it on
     this profile and on these exact weights (the record's ``variant_fingerprints[variant]``, else its
     ``model_fingerprint``); otherwise ``None``, and the
     reason is printed, so the caller measures it itself."""
@@ -100,7 +219,8 @@ def measured_before(notebook: str, variant: str, profile_name: str, model_finger
     if problem:
         print(f"{variant}: {problem}; measuring it here.")
         return None
-    return dict(record["variants"][variant]), f"{notebook} ({record['extra'].get('written', '?')})"
+    return (dict(record["variants"][variant]), f"{notebook} ({record['extra'].get('written', '?')})",
+            record["extra"].get("outcomes", {}).get(variant, {}))
 
 
 def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str) -> pd.DataFrame:

@@ -232,6 +232,40 @@ def evaluate_skills(
 
 
 @torch.no_grad()
+def token_losses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    text: str | Iterable[str],
+    window: int = 512,
+    max_tokens: int | None = None,
+    desc: str = "perplexity",
+) -> torch.Tensor:
+    """The negative log-likelihood of every predicted token of ``text``, scored in non-overlapping windows of
+    ``window`` tokens (each window on its own; its first token is not predicted). :func:`perplexity` is
+    ``exp`` of their mean; :mod:`helpers.stats` turns them into intervals."""
+    if not isinstance(text, str):
+        text = "\n\n".join(require_sequence(text, "text", "['first passage', 'second passage']"))
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    if max_tokens is not None:
+        ids = ids[:max_tokens]
+    if ids.numel() < 2:
+        raise ValueError("perplexity() needs at least two tokens of text; the text given is empty or too short.")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    losses = []
+    try:
+        for start in tqdm(range(0, ids.numel(), window), desc=desc, leave=False):
+            chunk = ids[start : start + window].unsqueeze(0).to(device)
+            if chunk.shape[1] < 2:
+                break
+            logits = model(input_ids=chunk).logits[0, :-1].float()
+            losses.append(torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="none").cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(losses)
+
+
 def perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -244,28 +278,6 @@ def perplexity(
 
     The text (or texts joined by blank lines) is tokenised once and cut into consecutive
     windows; each window is scored independently, the token-level negative log-likelihoods
-    are summed, and ``exp(mean NLL)`` is returned. ``max_tokens`` caps the tokens scored.
+    are averaged, and ``exp(mean NLL)`` is returned (:func:`token_losses`). ``max_tokens`` caps the tokens scored.
     """
-    if not isinstance(text, str):
-        text = "\n\n".join(text)
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
-    if max_tokens is not None:
-        ids = ids[:max_tokens]
-    if ids.numel() < 2:
-        raise ValueError("perplexity() needs at least two tokens of text; the text given is empty or too short.")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total_nll, total_tokens = 0.0, 0
-    try:
-        for start in tqdm(range(0, ids.numel(), window), desc=desc, leave=False):
-            chunk = ids[start : start + window].unsqueeze(0).to(device)
-            if chunk.shape[1] < 2:
-                break
-            out = model(input_ids=chunk, labels=chunk)
-            n = chunk.shape[1] - 1
-            total_nll += float(out.loss) * n
-            total_tokens += n
-    finally:
-        model.train(was_training)
-    return math.exp(total_nll / total_tokens)
+    return math.exp(float(token_losses(model, tokenizer, text, window, max_tokens, desc).double().mean()))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ from typing import Callable, Collection, Mapping, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .evaluation import SkillReport, autocast_context, evaluate_skills, perplexity
+from .evaluation import SkillReport, autocast_context, evaluate_skills, token_losses
+from .stats import blocks
 from .profiles import Profile
 from .quant import dequantized_weight_cache
 
@@ -88,12 +90,16 @@ def tokens_per_second(
 
 
 def preference_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict],
-                        name: str = "model", autocast: bool = False) -> float:
-    """Fraction of preference pairs where ``model`` makes the chosen answer more likely than the rejected one."""
-    from .dpo import ranking_accuracy, score_pairs
+                        name: str = "model", autocast: bool = False, outcomes: dict | None = None) -> float:
+    """Fraction of preference pairs where ``model`` makes the chosen answer more likely than the rejected one;
+    a dict passed as ``outcomes`` receives each pair's result (``preferred``, for paired intervals)."""
+    from .dpo import ranking_wins, score_pairs
 
     with dequantized_weight_cache(model):
-        return ranking_accuracy(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast))
+        wins = ranking_wins(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast)).tolist()
+    if outcomes is not None:
+        outcomes["preferred"] = "".join("1" if w else "0" for w in wins)
+    return sum(wins) / len(wins)
 
 
 def timed_load(loader: Callable[[], PreTrainedModel]) -> tuple[PreTrainedModel, float]:
@@ -117,13 +123,16 @@ def measure_variant(
     speed: bool = True,
     preference_pairs: Sequence[dict] | None = None,
     skip: Collection[str] = (),
+    outcomes: dict | None = None,
 ) -> tuple[dict[str, float], SkillReport | None]:
     """Perplexity, skill accuracy, footprint, tokens/s (and size on disk / load time when given) of one variant.
 
     With ``preference_pairs`` it also gives the preference accuracy: the fraction of pairs where the model
     makes the chosen answer more likely than the rejected one (as in notebook 02). ``skip`` names quality
     metrics not to measure (any of :data:`ADOPTABLE`: see :meth:`Harness.record`); the skill report is
-    ``None`` when the skill accuracy is skipped.
+    ``None`` when the skill accuracy is skipped. A dict passed as ``outcomes`` receives what the intervals of
+    :mod:`helpers.stats` need: each prompt right or wrong (``correct``) and the perplexity text's losses summed per
+    block (``ppl_block_nll``, ``ppl_block_tokens``).
     """
     from .quant import dir_size_mb
 
@@ -143,16 +152,22 @@ def measure_variant(
     with dequantized_weight_cache(model):  # same outputs, without unpacking GPTQ weights on every call
         if "perplexity" not in skip:
             with autocast_context(autocast):
-                metrics["perplexity"] = perplexity(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens,
-                                                   desc=f"{name} perplexity")
+                losses = token_losses(model, tokenizer, ppl_text, profile.ppl_window, profile.ppl_max_tokens,
+                                      desc=f"{name} perplexity")
+            metrics["perplexity"] = math.exp(float(losses.double().mean()))
+            if outcomes is not None:
+                sums, counts = blocks(losses.double().numpy())
+                outcomes.update(ppl_block_nll=[round(float(v), 4) for v in sums], ppl_block_tokens=counts.astype(int).tolist())
         if "skill_accuracy" not in skip:
             report = evaluate_skills(model, tokenizer, eval_rows, profile.max_new_tokens, profile.eval_batch_size,
                                      desc=f"{name} skills", autocast=autocast)
             metrics["skill_accuracy"] = report.accuracy
+            if outcomes is not None:
+                outcomes["correct"] = "".join("1" if r["correct"] else "0" for r in report.rows)
     if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs and "preference_accuracy" not in skip:  # uses the cache itself
-        metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast)
+        metrics["preference_accuracy"] = preference_accuracy(model, tokenizer, preference_pairs, name, autocast, outcomes)
     if on_cuda:
         metrics["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 1e6
     if size_path is not None:
@@ -179,20 +194,23 @@ class Harness:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     reports: dict[str, SkillReport] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, dict] = field(default_factory=dict)  # per variant: what helpers.stats needs for intervals
 
     def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
                **kwargs) -> dict[str, float]:
         """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
         ``load_seconds``, ``speed``). Returns the variant's metrics.
 
-        ``adopt=(metrics, source)`` takes the quality numbers in ``metrics`` (perplexity, skill and preference
+        ``adopt=(metrics, source, outcomes)`` takes the quality numbers in ``metrics`` (perplexity, skill and preference
         accuracy: :data:`ADOPTABLE`) from an earlier notebook's measurement of the same weights, measured the
         same way (``source`` names it), instead of measuring them again; everything else (memory, speed, load
         time) is measured here, in this process."""
         taken = {k: v for k, v in (adopt[0] if adopt else {}).items() if k in ADOPTABLE}
+        outcomes = dict(adopt[2]) if adopt and len(adopt) > 2 and adopt[2] else {}
         metrics, report = measure_variant(
             model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
-            preference_pairs=self.preference_pairs, skip=tuple(taken), **kwargs)
+            preference_pairs=self.preference_pairs, skip=tuple(taken), outcomes=outcomes, **kwargs)
+        self.outcomes[name] = outcomes
         self.metrics[name] = {**metrics, **taken}
         if report is not None:
             self.reports[name] = report
@@ -205,7 +223,7 @@ class Harness:
                         reuse: tuple[Mapping[str, float], str] | None = None, timed: bool = True,
                         **kwargs) -> dict[str, float]:
         """Measure the model ``load`` returns as variant ``name`` (timing the load when ``timed``), or, when
-        ``reuse`` holds ``(metrics, source)`` from :func:`helpers.comparison.measured_before`, adopt those."""
+        ``reuse`` holds ``(metrics, source, outcomes)`` from :func:`helpers.comparison.measured_before`, adopt those."""
         if reuse:
             return self.adopt(name, *reuse, load=load)
         if not timed:
@@ -213,16 +231,18 @@ class Harness:
         model, seconds = timed_load(load)
         return self.record(name, model, load_seconds=seconds, **kwargs)
 
-    def adopt(self, name: str, metrics: Mapping[str, float], source: str,
+    def adopt(self, name: str, metrics: Mapping[str, float], source: str, outcomes: Mapping | None = None,
               load: Callable[[], PreTrainedModel] | None = None) -> dict[str, float]:
-        """Take ``metrics`` that an earlier notebook measured (``source``) for variant ``name``, measured the same
-        way; with ``load`` and this harness's preference pairs, add the preference accuracy if it is missing."""
+        """Take ``metrics`` (and the per-prompt ``outcomes`` behind them, for intervals) that an earlier notebook
+        measured (``source``) for variant ``name``, measured the same way; with ``load`` and this harness's
+        preference pairs, add the preference accuracy if it is missing."""
         self.metrics[name] = dict(metrics)
+        self.outcomes[name] = dict(outcomes or {})
         self.sources[name] = source
         if load is not None and self.preference_pairs and "preference_accuracy" not in metrics:
             model = load()
             self.metrics[name]["preference_accuracy"] = preference_accuracy(
-                model, self.tokenizer, self.preference_pairs, name, self.autocast)
+                model, self.tokenizer, self.preference_pairs, name, self.autocast, self.outcomes[name])
             self.sources[name] += " (+ preference accuracy here)"
             del model
         return self.metrics[name]

@@ -63,15 +63,23 @@ def plot_curves_overlay(histories: dict[str, Sequence[dict]], key: str = "loss",
     return fig
 
 
-def plot_bars(values: dict[str, float], ylabel: str, title: str = "", filename: str | None = None, fmt: str = "{:.2f}"):
-    """A labelled bar chart of one number per variant."""
+def plot_bars(values: dict[str, float], ylabel: str, title: str = "", filename: str | None = None, fmt: str = "{:.2f}",
+              intervals: dict[str, tuple[float, float]] | None = None):
+    """A labelled bar chart of one number per variant; ``intervals`` (variant -> (low, high)) draws each one's 95%
+    interval as an error bar."""
     fig, ax = plt.subplots(figsize=(1.2 * len(values) + 2.5, 3.4))
-    bars = ax.bar(list(values), list(values.values()), color="#4C72B0")
-    for bar, value in zip(bars, values.values()):
-        ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=9)
+    names, heights = list(values), list(values.values())
+    yerr = None
+    if intervals:
+        yerr = [[max(0.0, v - intervals[n][0]) if n in intervals else 0 for n, v in zip(names, heights)],
+                [max(0.0, intervals[n][1] - v) if n in intervals else 0 for n, v in zip(names, heights)]]
+    bars = ax.bar(names, heights, color="#4C72B0", yerr=yerr, capsize=4, ecolor="#333333")
+    for bar, value in zip(bars, heights):  # with error bars the value goes inside the bar, at its foot
+        y = 0 if intervals else bar.get_height()
+        ax.annotate(fmt.format(value), (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9, color="white" if intervals else "black")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title + (" (bars: 95% intervals)" if intervals else ""))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     if filename:

@@ -256,13 +256,17 @@ def check_calibration(calibration) -> list[str]:
     return texts
 
 
+CALIBRATION_SOURCES = ("stdlib", "skills", "mix")  # docstrings, chat turns, half of each
+
+
 @takes_profile
 def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[str]:
-    """Calibration passages: ``"stdlib"`` (generic English prose, disjoint from the perplexity text) or
-    ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``).
+    """Calibration passages: ``"stdlib"`` (generic English prose, disjoint from the perplexity text),
+    ``"skills"`` (the course's SFT conversations rendered with the chat template; needs ``tokenizer``), or
+    ``"mix"`` (the first half of the ``stdlib`` passages and the second half of the ``skills`` ones).
 
-    The two sets differ only in the kind of text: ``"skills"`` passage *i* is cut to the token count of
-    ``"stdlib"`` passage *i*, so both have the same number of passages and of tokens.
+    The sets differ only in the kind of text: ``"skills"`` passage *i* is cut to the token count of
+    ``"stdlib"`` passage *i*, so all have the same number of passages and of tokens.
     """
     n, chars = profile.quant_calibration_samples, profile.quant_calibration_chars
     from .text import stdlib_samples
@@ -270,6 +274,8 @@ def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[s
     generic = [s[:chars] for s in stdlib_samples("calibration", n)]
     if source == "stdlib":
         return generic
+    if source == "mix":
+        return generic[: n // 2] + calibration_texts(profile, "skills", tokenizer)[n // 2:]
     if source == "skills":
         if tokenizer is None:
             raise QuantError("calibration_texts(source='skills') needs the tokenizer to apply the chat template.")
@@ -282,7 +288,7 @@ def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[s
                                                tokenize=False) for i in range(0, per * n, per)][:n]
         lengths = [len(tokenizer(g, add_special_tokens=False)["input_ids"]) for g in generic]
         return [tokenizer.decode(tokenizer(c, add_special_tokens=False)["input_ids"][:k]) for c, k in zip(chats, lengths)]
-    raise QuantError(f"Unknown calibration source '{source}'; use 'stdlib' or 'skills'.")
+    raise QuantError(f"Unknown calibration source '{source}'; use one of {CALIBRATION_SOURCES}.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -235,12 +235,18 @@ def results_markdown(folder: Path) -> str:
     header = ["notebook", "profile", "variant"] + [UNITS[m] for m in used]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in records:
+        intervals = r.get("extra", {}).get("accuracy_intervals", {})
         for name, metrics in r["variants"].items():
             cells = [r["notebook"], r["profile"], name] + [_fmt(m, metrics.get(m)) for m in used]
+            if name in intervals and "skill_accuracy" in used:  # the skill accuracy's 95% interval, where recorded
+                low, high = intervals[name]
+                cells[3 + used.index("skill_accuracy")] += f" ({100 * low:.1f}–{100 * high:.1f})"
             lines.append("| " + " | ".join(cells) + " |")
     notes = [f"`{r['notebook']}`: n_eval = {r['n_eval']}, {_precision(r)}notebook wall time {r['wall_seconds']:.0f} s"
              for r in records]
-    return "\n".join(lines) + "\n\n" + "; ".join(notes) + ".\n" + run_times_markdown(folder)
+    return ("\n".join(lines) + "\n\nSkill accuracy in brackets: its 95% interval (Wilson), where the notebook recorded "
+            "per-prompt outcomes; differences between variants, with their own intervals, are in each results file's "
+            "`extra.comparisons`.\n\n" + "; ".join(notes) + ".\n" + run_times_markdown(folder))
 
 
 def run_times_markdown(folder: Path) -> str:

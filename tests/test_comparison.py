@@ -8,7 +8,7 @@ from helpers.results import write_results
 def test_measured_before_reuses_only_same_profile_and_weights(tmp_path, capsys):
     write_results("03_gptq", "cpu", "m", 1.0, 10, {"baseline": {"perplexity": 10.0}},
                   extra={"model_fingerprint": "abc"}, folder=tmp_path)
-    metrics, source = comparison.measured_before("03_gptq", "baseline", "cpu", "abc", folder=tmp_path)
+    metrics, source, _ = comparison.measured_before("03_gptq", "baseline", "cpu", "abc", folder=tmp_path)
     assert metrics == {"perplexity": 10.0} and source.startswith("03_gptq (")
     cases = [("03_gptq", "baseline", "cpu", "xyz", "other weights"),
              ("03_gptq", "baseline", "tiny", "abc", "profile 'cpu'"),

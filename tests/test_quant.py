@@ -330,3 +330,19 @@ def test_pipeline_shares_a_checkpoint_between_notebooks_that_ask_for_the_same_on
     assert other != pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration)
     assert pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration[:2])["calibration_sha256"] \
         != artifacts.read_manifest(first)["inputs"]["calibration_sha256"]
+
+
+def test_notebooks_03_04_07_quantize_with_one_set_of_settings():
+    """The comparisons isolate the method only if every notebook passes the same settings to GPTQModel, and
+    RTN rounds on the same (symmetric) grid."""
+    from notebook_code import assignment, code_cells
+
+    gptq_03 = assignment("03_gptq", "gptq_settings", "sym", {})
+    gptq_04 = assignment("04_awq", "gptq_settings", "sym", {"SYM": True})
+    settings_07 = assignment("07_method_comparison", "settings", "sym", {})
+    assert gptq_03 == gptq_04 == settings_07["gptq"]
+    assert settings_07["awq"] == assignment("04_awq", "awq_settings", "sym", {"SYM": True}) == {"sym": gptq_03["sym"]}
+    cells_03 = "\n".join(code_cells("03_gptq"))
+    assert "gptq_quantize(W, H, bits, GROUP, sym=SYM, damp=DAMP)" in cells_03     # the miniature, same settings
+    assert "rtn_model(models.load_model(profile, str(model_dir)), bits, GROUP, sym=SYM)" in cells_03
+    assert "rtn_model(load_tuned(), BITS, GROUP, sym=True)" in "\n".join(code_cells("07_method_comparison"))
