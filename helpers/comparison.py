@@ -62,6 +62,20 @@ def accuracy_table(reports: Mapping[str, SkillReport]) -> pd.DataFrame:
             for name, rep in reports.items()}
     return pd.DataFrame(data).round(3)
 
+def outcomes_of(report: SkillReport | None = None, pair_scores=None) -> dict:
+    """Per-prompt outcomes of one variant, for :func:`compare_pairs`: each skill prompt right or wrong (``correct``,
+    from a :class:`SkillReport`) and each preference pair ranked right or wrong (``preferred``, from
+    :func:`helpers.dpo.score_pairs`' scores), as strings of 0s and 1s."""
+    out = {}
+    if report is not None:
+        out["correct"] = "".join("1" if row["correct"] else "0" for row in report.rows)
+    if pair_scores is not None:
+        from .dpo import ranking_wins
+
+        out["preferred"] = "".join("1" if w else "0" for w in ranking_wins(pair_scores).tolist())
+    return out
+
+
 def accuracy_intervals(outcomes: Mapping[str, Mapping]) -> dict[str, list[float]]:
     """The 95% Wilson interval of each variant's skill accuracy, from its recorded per-prompt outcomes."""
     from . import stats
@@ -118,7 +132,10 @@ def pairs_table(comparisons: Mapping[str, Mapping]) -> pd.DataFrame:
             row["95% interval "] = f"[{r['low']:.3f}, {r['high']:.3f}]"
             row["perplexity: clear?"] = "yes" if r["clear"] else "no (noise)"
         rows[name] = row
-    return pd.DataFrame(rows).T
+    table = pd.DataFrame(rows).T
+    order = ["skill acc. Δ (points)", "95% interval", "McNemar p", "skill: clear?", "pref. acc. Δ (points)",
+             "95% interval  ", "pref.: clear?", "perplexity ×", "95% interval ", "perplexity: clear?"]
+    return table[[c for c in order if c in table]].fillna("–")
 
 
 def verdict(comparisons: Mapping[str, Mapping], name: str, metric: str) -> str:
@@ -161,7 +178,8 @@ def choose_calibration(metrics: Mapping[str, Mapping[str, float]], outcomes: Map
     reason = (f"'{by_skill}' calibration has the highest skill accuracy ({', '.join(f'{c} {a}' for c, a in acc.items())}), "
               + ("clearly above every other (95% intervals exclude no difference)" if skill_clear else
                  "but not clearly: its difference from at least one other is within noise")
-              + f"; the lowest perplexity is '{by_ppl}''s" + (" (clearly)" if ppl_clear else " (not clearly)") + ". "
+              + f"; the lowest perplexity comes with '{by_ppl}' calibration"
+              + (" (clearly)" if ppl_clear else " (not clearly)") + ". "
               + ("One calibration wins on both metrics." if by_skill == by_ppl and skill_clear and ppl_clear else
                  "No calibration wins clearly on both metrics.")
               + f" Deployed: '{by_skill}', for the skills the tuned model is for.")

@@ -307,6 +307,40 @@ def rtn_model(model: nn.Module, bits: int, group_size: int, sym: bool = False) -
     return model
 
 
+GGUF_TYPES = ("Q4_0", "Q4_1", "Q8_0")  # llama.cpp formats the `gguf` package quantizes in Python
+
+
+def gguf_fake_quantize(w: torch.Tensor, qtype: str) -> torch.Tensor:
+    """``w`` quantized to llama.cpp's GGUF block format ``qtype`` and back (the ``gguf`` package's own reference
+    code): the weight llama.cpp computes with. Blocks of 32 weights along each row."""
+    from gguf import GGMLQuantizationType, quants
+
+    t = GGMLQuantizationType[qtype]
+    if w.shape[-1] % 32:
+        raise QuantError(f"GGUF {qtype} needs rows whose length is a multiple of 32; this weight has {w.shape[-1]}.")
+    array = w.detach().float().cpu().numpy()
+    return torch.from_numpy(quants.dequantize(quants.quantize(array, t), t)).to(w.dtype).to(w.device)
+
+
+def gguf_bits_per_weight(qtype: str) -> float:
+    """Bits per weight of a GGUF block format: its block's bytes over its weights (Q4_0: 18 bytes per 32 = 4.5)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
+    return 8 * size / block
+
+
+@torch.no_grad()
+def gguf_model(model: nn.Module, qtype: str) -> nn.Module:
+    """Replace every decoder Linear weight by its GGUF ``qtype`` round trip, in place (simulated, like
+    :func:`rtn_model`: the same numbers as llama.cpp's dequantized weights, stored in full precision)."""
+    if qtype not in GGUF_TYPES:
+        raise QuantError(f"Unknown GGUF type '{qtype}'; use one of {GGUF_TYPES}.")
+    for module in linear_layers(model).values():
+        module.weight.copy_(gguf_fake_quantize(module.weight, qtype))
+    return model
+
+
 def configure_gptqmodel() -> None:
     """Settings GPTQModel needs on small machines: worker count = cores (it refuses more) and quiet logs."""
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 8))))

@@ -346,3 +346,34 @@ def test_notebooks_03_04_07_quantize_with_one_set_of_settings():
     assert "gptq_quantize(W, H, bits, GROUP, sym=SYM, damp=DAMP)" in cells_03     # the miniature, same settings
     assert "rtn_model(models.load_model(profile, str(model_dir)), bits, GROUP, sym=SYM)" in cells_03
     assert "rtn_model(load_tuned(), BITS, GROUP, sym=True)" in "\n".join(code_cells("07_method_comparison"))
+
+
+def test_notebook_07_gguf_miniatures_match_the_gguf_package_bit_for_bit():
+    import torch
+
+    from notebook_code import definitions
+
+    ns = definitions("07_method_comparison", "q4_0", "q4_1", "q8_0", scope={"torch": torch})
+    torch.manual_seed(0)
+    halves = torch.tensor([127.0, 0.5, 1.5, -2.5, 3.5, -0.5] + [0.0] * 26).reshape(1, 32)   # Q8_0: d = 1, exact halves
+    for w in (torch.randn(64, 576) * 0.05, torch.randn(8, 1536), torch.zeros(2, 64), halves):
+        for name in ("q4_0", "q4_1", "q8_0"):
+            ours = ns[name](w)
+            assert torch.equal(ours, quant.gguf_fake_quantize(w, name.upper())), name
+
+
+def test_gguf_model_rounds_only_the_decoder_layers_and_gives_the_format_bits():
+    import torch
+
+    from helpers import models
+
+    model = models.load_model(get_profile("tiny"))
+    embed = model.model.embed_tokens.weight.clone()
+    layer = model.model.layers[0].mlp.down_proj
+    before = layer.weight.clone()
+    quant.gguf_model(model, "Q4_0")
+    assert torch.equal(model.model.embed_tokens.weight, embed)
+    assert torch.equal(layer.weight, quant.gguf_fake_quantize(before, "Q4_0"))
+    assert [quant.gguf_bits_per_weight(t) for t in quant.GGUF_TYPES] == [4.5, 5.0, 8.5]
+    with pytest.raises(quant.QuantError, match="Unknown GGUF type"):
+        quant.gguf_model(model, "Q2_K")
