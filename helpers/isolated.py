@@ -21,7 +21,7 @@ from .artifacts import reusable
 from .paths import REPO_ROOT
 from .processes import follow_log, log_tail, run_python
 from .profiles import Profile, takes_profile
-from .training import KINDS, adapter_dir, check_kind, run_settings
+from .training import KINDS, adapter_dir, check_kind, run_settings, start_settings
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
 REPORT = "train_info.json"
@@ -56,11 +56,11 @@ def adapter_path(profile: Profile, kind: str, learning_rate: float | None = None
 
 @takes_profile
 def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None, folder: Path | None = None,
-                 **qlora_base) -> dict | None:
+                 start: dict | None = None, **qlora_base) -> dict | None:
     """The report of a finished fresh-process run of ``kind`` whose manifest records today's settings, or ``None``
     (:func:`helpers.artifacts.reusable` prints which, and why)."""
     folder = Path(folder or adapter_path(profile, kind, learning_rate, **qlora_base))
-    if reusable(folder, run_settings(profile, kind, learning_rate, **qlora_base), f"{kind} run") \
+    if reusable(folder, run_settings(profile, kind, learning_rate, start=start, **qlora_base), f"{kind} run") \
             and (folder / REPORT).is_file():
         return json.loads((folder / REPORT).read_text())
     return None
@@ -69,12 +69,15 @@ def reusable_run(profile: Profile, kind: str, learning_rate: float | None = None
 @takes_profile
 def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, learning_rate: float | None = None,
                    folder: str | Path | None = None, quant_type: str = "nf4", double_quant: bool = True,
-                   lora_r: int | None = None, timeout_s: int = 3600) -> dict:
+                   lora_r: int | None = None, base: str | Path | None = None, init_adapter: str | Path | None = None,
+                   timeout_s: int = 3600) -> dict:
     """Run ``python scripts/sft.py`` for ``kind`` ("lora": full-precision base; "qlora": 4-bit base, ``quant_type``
     "nf4" or "fp4", with or without ``double_quant``) with this profile (the whole profile crosses into the
     process; ``learning_rate`` and ``lora_r`` override it) and return its report (see the module docstring).
     The adapter goes to ``folder`` (default :func:`adapter_path`). With ``reuse``, a saved run with today's
-    settings is returned instead; its ``"trained_by"`` says which notebook trained it."""
+    settings is returned instead; its ``"trained_by"`` says which notebook trained it. ``base`` (a model folder)
+    and ``init_adapter`` (a saved adapter) start the run elsewhere than notebook 01's recipe does: notebook 06's
+    LoftQ arm."""
     from dataclasses import replace
 
     check_kind(kind)
@@ -82,7 +85,8 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
     folder = Path(folder or adapter_path(profile, kind, learning_rate, lora_r=lora_r, **qlora_base))
     if lora_r is not None:
         profile = replace(profile, lora_r=lora_r, lora_alpha=2 * lora_r)
-    if reuse and (report := reusable_run(profile, kind, learning_rate, folder, **qlora_base)) is not None:
+    start = start_settings(base, init_adapter)
+    if reuse and (report := reusable_run(profile, kind, learning_rate, folder, start, **qlora_base)) is not None:
         print(f"{kind}: {report['steps']} steps, {report['train_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
         return report
     log = folder.parent / f"{folder.name}_{kind}.log"
@@ -95,6 +99,8 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
         args += ["--learning-rate", str(learning_rate)]
     if kind == "qlora":
         args += ["--qlora", "--quant-type", quant_type] + ([] if double_quant else ["--no-double-quant"])
+    args += ["--base", str(base)] if base else []
+    args += ["--init-adapter", str(init_adapter)] if init_adapter else []
     with follow_log(log, STEP_PATTERN, profile.sft_steps, f"{kind} training (fresh process)", "step"):
         code = run_python(args, log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():

@@ -1,4 +1,5 @@
-"""QLoRA: the NF4 base it trains on, and the dequantized copy of that base an adapter can be merged into exactly.
+"""QLoRA: the NF4 base it trains on, the dequantized copy of that base an adapter can be merged into exactly, and
+LoftQ's initialisation (the tested copy of notebook 06's miniature).
 
 The LoRA-against-QLoRA trainings of notebook 06 run in fresh processes: see ``scripts/sft.py``.
 """
@@ -53,3 +54,30 @@ def dequantized_copy(quantized, full_precision):
     if n == 0:
         raise ValueError("No 4-bit layers found: pass the NF4 model the QLoRA adapter was trained on.")
     return full_precision
+
+
+@torch.no_grad()
+def nf4_round_trip(w: torch.Tensor, double_quant: bool = True) -> torch.Tensor:
+    """``w`` quantized to bitsandbytes' NF4 (blocks of 64, optionally double-quantized scales) and back: the weight
+    a QLoRA base loaded with the same ``BitsAndBytesConfig`` computes with."""
+    import bitsandbytes.functional as F
+
+    q, state = F.quantize_4bit(w.detach().float().contiguous().cpu(), blocksize=64, quant_type="nf4",
+                               compress_statistics=double_quant)
+    return F.dequantize_4bit(q, state).reshape(w.shape).to(w.device)
+
+
+@torch.no_grad()
+def loftq_init(w: torch.Tensor, rank: int, scaling: float, iters: int = 1, double_quant: bool = True):
+    """LoftQ (Li et al., 2023): a quantized weight ``q`` and LoRA factors ``A`` (rank × in), ``B`` (out × rank) with
+    ``q + scaling · B @ A ≈ w``. Each iteration quantizes what the adapter does not carry, then fits the adapter to
+    what the quantization lost with a truncated SVD. Notebook 06 writes this function out; a test keeps the two
+    equal, and checks it against PEFT's own steps (``peft.utils.loftq_utils``, which needs a GPU)."""
+    w = w.detach().float()
+    lowrank = torch.zeros_like(w)
+    for _ in range(iters):
+        q = nf4_round_trip(w - lowrank, double_quant)
+        U, S, Vh = torch.linalg.svd(w - q, full_matrices=False)
+        B, A = U[:, :rank] * S[:rank].sqrt(), S[:rank].sqrt()[:, None] * Vh[:rank]
+        lowrank = B @ A
+    return q, A, B / scaling

@@ -38,7 +38,8 @@ def check_kind(kind: str) -> None:
 
 
 def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict],
-                    kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True) -> dict:
+                    kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True,
+                    start: dict | None = None) -> dict:
     """Everything that decides an SFT run's result, read from the objects the run is built from: base model, LoRA
     config (``None``: full fine-tuning), trainer settings, data, and for ``"qlora"`` the 4-bit format of the base.
     Two runs with equal settings train the same adapter (seeded); an adapter's manifest records them
@@ -55,18 +56,30 @@ def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: l
                 "data_sha256": content_hash(rows)}
     if kind == "qlora":
         settings.update(quant_type=quant_type, double_quant=double_quant)
+    if start:  # where training started, when not from the profile's base and a new adapter (e.g. LoftQ)
+        settings["start"] = start
     return settings
+
+
+def start_settings(base: str | Path | None = None, init_adapter: str | Path | None = None) -> dict | None:
+    """What a run started from when it is not the profile's base and a new adapter: the weights fingerprints of
+    the base folder and of the initial adapter (``None`` for a run that starts as notebook 01's does)."""
+    from .paths import fingerprint
+
+    start = {k: fingerprint(v) for k, v in (("base", base), ("init_adapter", init_adapter)) if v}
+    return start or None
 
 
 @takes_profile
 def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | None = None,
-                 quant_type: str = "nf4", double_quant: bool = True) -> dict:
+                 quant_type: str = "nf4", double_quant: bool = True, start: dict | None = None) -> dict:
     """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's)."""
     from types import SimpleNamespace
 
     kwargs = sft_config_kwargs(profile, "unused", **({"learning_rate": learning_rate} if learning_rate else {}))
     args = SimpleNamespace(completion_only_loss=None, **kwargs)  # SFTConfig's values, without building one
-    return recipe_settings(profile.model_id, lora_config(profile), args, sft_rows(profile), kind, quant_type, double_quant)
+    return recipe_settings(profile.model_id, lora_config(profile), args, sft_rows(profile), kind, quant_type, double_quant,
+                           start)
 
 
 @takes_profile

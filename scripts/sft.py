@@ -5,6 +5,7 @@ Run it from the repository root (with the course's environment, e.g. `.venv/bin/
     python scripts/sft.py --profile cpu                      # LoRA on the full-precision model, as notebook 01
     python scripts/sft.py --profile cpu --qlora              # the same LoRA on an NF4 base: QLoRA (notebook 06)
     python scripts/sft.py --profile tiny --qlora --quant-type fp4 --lora-r 32 --output-dir outputs/my_run
+    python scripts/sft.py --profile cpu --qlora --base DIR/base --init-adapter DIR/adapter   # LoftQ start (notebook 06)
 
 It saves the adapter (`save_pretrained`) with `train_info.json`: loss history, seconds, and the peak memory of
 this process (RSS, and CUDA memory on a GPU). Notebook 06 runs it in a fresh process for each arm, because peak
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig, prepare_model_for_kbit_training
+from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 from trl import SFTConfig, SFTTrainer
 
@@ -57,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora-r", type=positive(int), help="LoRA rank (alpha follows as 2 x rank)")
     parser.add_argument("--learning-rate", type=positive(float))
     parser.add_argument("--max-steps", type=positive(int))
+    parser.add_argument("--base", help="a model folder to train on instead of the profile's model (e.g. a LoftQ base)")
+    parser.add_argument("--init-adapter", help="a saved LoRA adapter to start from (e.g. LoftQ's initialisation) "
+                                               "instead of a new one")
     parser.add_argument("--output-dir", help="where the adapter goes (default outputs/sft_<kind>_script/<profile>)")
     parser.add_argument("--trained-by", default="scripts/sft.py", help="recorded in train_info.json")
     return parser.parse_args(argv)
@@ -89,14 +93,16 @@ def recipe(profile: Profile, output_dir: str) -> tuple[LoraConfig, SFTConfig]:
     return peft_config, args
 
 
-def load_base(profile: Profile, qlora: bool, quant_type: str = "nf4", double_quant: bool = True):
-    """The model LoRA trains on: full precision, or (QLoRA) 4-bit and prepared for training."""
+def load_base(profile: Profile, qlora: bool, quant_type: str = "nf4", double_quant: bool = True,
+              path: str | None = None):
+    """The model LoRA trains on (the profile's, or the folder ``path``): full precision, or (QLoRA) 4-bit and
+    prepared for training."""
     if not qlora:
-        return models.load_model(profile)
+        return models.load_model(profile, path)
     bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                                     bnb_4bit_use_double_quant=double_quant,
                                     bnb_4bit_compute_dtype=profile.compute_dtype_4bit)
-    model = models.load_model(profile, quantization_config=bnb_config)
+    model = models.load_model(profile, path, quantization_config=bnb_config)
     # freezes the base, casts the norms to fp32, lets gradients flow into checkpointed frozen layers
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
 
@@ -115,8 +121,11 @@ def main(argv: list[str] | None = None) -> Path:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tokenizer = models.load_tokenizer(profile)
-    model = load_base(profile, args.qlora, args.quant_type, args.double_quant)
+    model = load_base(profile, args.qlora, args.quant_type, args.double_quant, args.base)
     peft_config, sft_args = recipe(profile, str(outputs_dir("trainer", f"{kind}_{profile.name}")))
+    if args.init_adapter:   # start from a saved adapter (LoftQ): it brings its own LoraConfig
+        model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
+        peft_config = None
     rows = data.within_length(tokenizer, data.sft_rows(profile), sft_args.max_length)   # longer rows: counted, left out
     trainer = SFTTrainer(
         model=model,
@@ -129,8 +138,9 @@ def main(argv: list[str] | None = None) -> Path:
     with training.hardware_fixes(trainer):
         trainer.train()
 
-    settings = training.recipe_settings(profile.model_id, peft_config, sft_args, rows, kind,
-                                        args.quant_type, args.double_quant)
+    settings = training.recipe_settings(profile.model_id, peft_config or model.peft_config["default"], sft_args, rows,
+                                        kind, args.quant_type, args.double_quant,
+                                        training.start_settings(args.base, args.init_adapter))
     return training.save_adapter(trainer, profile, folder=output_dir, inputs=settings, info={
         "kind": kind,
         "peak_rss_mb": memory.stop(),

@@ -88,3 +88,41 @@ def test_fp16_trainer_gets_fp32_adapters():
     fake = SimpleNamespace(args=SimpleNamespace(bf16=False, fp16=True), model=model)
     assert training.fp32_trainable_weights(fake) == ["0.weight", "0.bias"]
     assert lora.weight.dtype == torch.float32 and frozen.weight.dtype == torch.bfloat16
+
+
+def test_notebook_06_loftq_equals_the_tested_copy_and_follows_peft_s_steps():
+    """06's LoftQ miniature equals helpers.qlora.loftq_init bit for bit; with scaling 1 and no double quantization
+    it is PEFT's ``loftq_init`` (which runs on a GPU only): bitsandbytes NF4, then PEFT's own SVD split of the
+    residual, alternated ``iters`` times."""
+    import bitsandbytes.functional as F
+    import torch
+    from peft.utils.loftq_utils import _low_rank_decomposition
+
+    from helpers import qlora
+    from notebook_code import definitions
+
+    ns = definitions("06_qlora", "loftq_init", scope={"torch": torch, "qlora": qlora})
+    torch.manual_seed(0)
+    w = torch.randn(96, 128) * 0.02
+    for args in [(8, 2.0, 1, True), (4, 1.0, 3, False)]:
+        a, b = ns["loftq_init"](w, *args), qlora.loftq_init(w, *args)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+    def peft_steps(weight, rank, iters):   # peft.utils.loftq_utils.loftq_init, with the device moves left out
+        res = weight.clone()
+        for i in range(iters):
+            q, state = F.quantize_4bit(res, blocksize=64, quant_type="nf4", compress_statistics=False)
+            deq = F.dequantize_4bit(q, state)
+            out = _low_rank_decomposition(weight - deq, reduced_rank=rank)
+            if i + 1 == iters:
+                break
+            res = weight - out["L"] @ out["R"]
+        return deq, out["R"], out["L"]
+
+    q, A, B = qlora.loftq_init(w, 8, 1.0, 3, double_quant=False)
+    q_p, A_p, B_p = peft_steps(w, 8, 3)
+    assert torch.equal(q, q_p)
+    assert torch.allclose(B @ A, B_p @ A_p, atol=1e-6)
+    plain = ((w - qlora.nf4_round_trip(w)) ** 2).sum()
+    q, A, B = qlora.loftq_init(w, 8, 2.0, 1)
+    assert ((w - q - 2.0 * B @ A) ** 2).sum() < plain   # the adapter absorbs part of NF4's error before training
