@@ -76,14 +76,15 @@ def outcomes_of(report: SkillReport | None = None, pair_scores=None) -> dict:
     return out
 
 
-def accuracy_intervals(outcomes: Mapping[str, Mapping]) -> dict[str, list[float]]:
-    """The 95% Wilson interval of each variant's skill accuracy, from its recorded per-prompt outcomes."""
+def accuracy_intervals(outcomes: Mapping[str, Mapping], key: str = "correct") -> dict[str, list[float]]:
+    """The 95% Wilson interval of each variant's skill accuracy (``key="correct"``) or preference accuracy
+    (``key="preferred"``), from its recorded per-prompt outcomes."""
     from . import stats
 
     out = {}
     for name, o in outcomes.items():
-        if o.get("correct"):
-            out[name] = list(stats.wilson_interval(o["correct"].count("1"), len(o["correct"])))
+        if o.get(key):
+            out[name] = list(stats.wilson_interval(o[key].count("1"), len(o[key])))
     return out
 
 

@@ -87,6 +87,28 @@ def plot_bars(values: dict[str, float], ylabel: str, title: str = "", filename: 
     return fig
 
 
+def grouped_bars(table, intervals: dict[str, dict[str, tuple[float, float]]], title: str = "", ylabel: str = "",
+                 filename: str | None = None, **kwargs):
+    """``table`` (rows: variants, columns: metrics) as grouped bars, each with its 95% interval as an error bar where
+    ``intervals[column][row]`` gives one (``(low, high)``, in the table's units); ``kwargs`` go to ``DataFrame.plot.bar``."""
+    import numpy as np
+
+    yerr = np.zeros((len(table.columns), 2, len(table.index)))
+    for m, column in enumerate(table.columns):
+        for n, row in enumerate(table.index):
+            if (bounds := intervals.get(column, {}).get(row)) is not None:
+                value = table.loc[row, column]
+                yerr[m, :, n] = max(0.0, value - bounds[0]), max(0.0, bounds[1] - value)
+    ax = table.plot.bar(yerr=yerr, capsize=3, rot=kwargs.pop("rot", 0), **kwargs)   # kwargs may hold ax=...
+    ax.set_title(title + " (bars: 95% intervals)")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    if filename:
+        ax.figure.tight_layout()
+        save(ax.figure, filename)
+    return ax.figure
+
+
 def save(fig, filename: str) -> Path:
     """Save ``fig`` as ``figures/<filename>`` (150 dpi) and return the path."""
     path = figures_dir() / filename
