@@ -16,6 +16,7 @@ from typing import Callable, Collection, Mapping, Sequence
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .comparison import outcomes_of
 from .evaluation import SkillReport, autocast_context, evaluate_skills, token_losses
 from .stats import blocks
 from .profiles import Profile
@@ -93,13 +94,13 @@ def preference_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
                         name: str = "model", autocast: bool = False, outcomes: dict | None = None) -> float:
     """Fraction of preference pairs where ``model`` makes the chosen answer more likely than the rejected one;
     a dict passed as ``outcomes`` receives each pair's result (``preferred``, for paired intervals)."""
-    from .dpo import ranking_wins, score_pairs
+    from .dpo import ranking_accuracy, score_pairs
 
     with dequantized_weight_cache(model):
-        wins = ranking_wins(score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast)).tolist()
+        scores = score_pairs(model, tokenizer, pairs, desc=f"{name} pairs", autocast=autocast)
     if outcomes is not None:
-        outcomes["preferred"] = "".join("1" if w else "0" for w in wins)
-    return sum(wins) / len(wins)
+        outcomes.update(outcomes_of(pair_scores=scores))
+    return ranking_accuracy(scores)
 
 
 def timed_load(loader: Callable[[], PreTrainedModel]) -> tuple[PreTrainedModel, float]:
@@ -163,7 +164,7 @@ def measure_variant(
                                      desc=f"{name} skills", autocast=autocast)
             metrics["skill_accuracy"] = report.accuracy
             if outcomes is not None:
-                outcomes["correct"] = "".join("1" if r["correct"] else "0" for r in report.rows)
+                outcomes.update(outcomes_of(report))
     if speed:  # outside the cache: the speed of the quantized kernel as deployed
         metrics["tokens_per_second"] = tokens_per_second(model, tokenizer, autocast=autocast)
     if preference_pairs and "preference_accuracy" not in skip:  # uses the cache itself

@@ -119,6 +119,14 @@ def _folder_lock(target: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _hash_into(digest, path: Path):
+    """Feed the bytes of ``path`` into ``digest`` (a ``hashlib`` object) in 16 MB blocks; return it."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest
+
+
 def fingerprint(folder: str | Path) -> str:
     """A short content hash of a model folder's weight files (``*.safetensors``, sorted by name).
 
@@ -132,9 +140,7 @@ def fingerprint(folder: str | Path) -> str:
         raise FileNotFoundError(f"No *.safetensors weights in {folder}: is it a saved model folder?")
     for path in files:
         digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
+        _hash_into(digest, path)
     return digest.hexdigest()[:16]
 
 
@@ -143,15 +149,8 @@ def file_checksums(folder: str | Path) -> dict[str, dict]:
     damage is found by content, not only by size."""
     import hashlib
 
-    sums = {}
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and path.name != "manifest.json":
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-            sums[path.name] = {"size": path.stat().st_size, "sha256": digest.hexdigest()}
-    return sums
+    return {path.name: {"size": path.stat().st_size, "sha256": _hash_into(hashlib.sha256(), path).hexdigest()}
+            for path in sorted(Path(folder).iterdir()) if path.is_file() and path.name != "manifest.json"}
 
 
 _VERIFIED: dict[tuple, list[str]] = {}  # files already checked in this process, by (path, size, mtime)
@@ -171,11 +170,7 @@ def damaged_files(folder: str | Path, recorded: dict[str, dict]) -> list[str]:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, want["sha256"])
         if key not in _VERIFIED:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(block)
-            _VERIFIED[key] = [] if digest.hexdigest() == want["sha256"] else [name]
+            _VERIFIED[key] = [] if _hash_into(hashlib.sha256(), path).hexdigest() == want["sha256"] else [name]
         damaged += _VERIFIED[key]
     return damaged
 
