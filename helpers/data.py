@@ -10,19 +10,18 @@ Every loader returns rows in TRL's *conversational* formats:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .errors import DataError, RowError
+from .hub_data import spec, stream_rows
 from .paths import DATA_DIR
 from .profiles import Profile, takes_profile
 
 SKILL_COLUMNS = ("id", "skill", "prompt", "answer", "answers", "wrong", "case_sensitive")
 SPLITS = ("sft_train", "dpo_train", "eval")
 REGENERATE = "python -m helpers.skills"
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message says which file, line or column, and what to do."""
 
 
 def read_jsonl(path: str | Path, line_numbers: bool = False) -> list[dict[str, Any]]:
@@ -282,6 +281,13 @@ def skills_to_preference(row: dict) -> dict:
 # Normalisers for Hub datasets (used by the GPU profiles; tested on fixture rows shaped like them)
 # ---------------------------------------------------------------------------------------------
 
+# What to do about a refused row (RowError.fix), where several rules share the answer
+ONE_OBJECT = "each row must be one object of columns (a JSON object per line, or one CSV row)"
+MAP_SFT = "map your columns to the course's: columns={'prompt': ..., 'completion': ...}, or give 'messages'"
+MAP_PREFERENCE = "map your columns to the course's: columns={'prompt': ..., 'chosen': ..., 'rejected': ...}"
+SAME_CONVERSATION = "drop the row: only two answers to the same conversation can be compared"
+FILL_PAIR = "give the prompt as text or user messages, and 'chosen' and 'rejected' as non-empty answers"
+
 
 def normalize_sft_row(row: dict) -> dict:
     """Turn a row of a common SFT schema into a conversational prompt-completion example.
@@ -296,23 +302,27 @@ def normalize_sft_row(row: dict) -> dict:
     any training row (:func:`check_sft_rows`).
     """
     if not isinstance(row, dict):
-        raise DataError(f"An SFT row must be a dict of columns, got {_describe(row)}.")
+        raise RowError(f"An SFT row must be a dict of columns, got {_describe(row)}.", fix=ONE_OBJECT)
     if "messages" in row:
         messages = row["messages"]
         problem = message_problem(messages, "messages")
         if problem:
-            raise DataError(f"Chat row: {problem}.")
+            raise RowError(f"Chat row: {problem}.",
+                           fix="give 'messages' as a list of {'role', 'content'} messages, each with text")
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is None or not any(m["role"] == "user" for m in messages[:last]):
-            raise DataError("A 'messages' row needs a user turn followed by an assistant turn.")
+            raise RowError("A 'messages' row needs a user turn followed by an assistant turn.",
+                           fix='end the conversation with an assistant turn after a user turn, or drop the row')
         result = {"prompt": list(messages[:last]), "completion": [messages[last]]}
     elif "instruction" in row and "output" in row:
         for column in ("instruction", "output"):
             if problem := _text(row[column], column):
-                raise DataError(f"Alpaca row: {problem}.")
+                raise RowError(f"Alpaca row: {problem}.",
+                               fix="fill 'instruction' and 'output' with text, or drop the row")
         extra = row.get("input")
         if extra is not None and not isinstance(extra, str):
-            raise DataError(f"Alpaca row: 'input' must be text or absent, got {_describe(extra)}.")
+            raise RowError(f"Alpaca row: 'input' must be text or absent, got {_describe(extra)}.",
+                           fix="make 'input' text, or leave it out")
         text = row["instruction"] + (f"\n\n{extra}" if extra else "")
         result = {"prompt": user(text), "completion": assistant(row["output"])}
     else:
@@ -325,13 +335,14 @@ def normalize_sft_row(row: dict) -> dict:
                 }
                 break
         else:
-            raise DataError(
+            raise RowError(
                 f"Unrecognised SFT row with columns {sorted(row)}; expected 'messages', "
                 "'instruction'+'output', 'prompt'+'completion' or 'question'+'answer'."
-            )
+            , fix=MAP_SFT)
     for column, check in SFT_CHECKS.items():
         if problem := check(result[column], column):
-            raise DataError(f"SFT row: {problem}.")
+            raise RowError(f"SFT row: {problem}.",
+                           fix='give the prompt as text (or user messages) and the answer as text (or one assistant message)')
     return result
 
 
@@ -352,11 +363,286 @@ def normalize_rows(rows: Any, normalize, name: str) -> list[dict]:
     return out
 
 
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def _hh_messages(text: str) -> list[dict]:
+    parts = _HH_TURN.split("\n\n" + text.strip() if not text.startswith("\n\n") else text)
+    messages = []
+    for role, content in zip(parts[1::2], parts[2::2]):
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return messages
+
+
+def normalize_preference_row(row: dict) -> dict:
+    """Turn a Hub preference row into ``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``.
+
+    Accepted schemas:
+    - UltraFeedback-binarized style: ``prompt`` (str) and ``chosen``/``rejected`` as full message lists
+      ending with the assistant answer (the turns before it must be the same in both);
+    - HH-RLHF style: ``chosen``/``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` sharing the
+      conversation up to the last assistant turn;
+    - already conversational rows (lists for prompt, chosen and rejected) pass through.
+
+    A row that breaks its schema's rules raises :class:`DataError` naming the rule (use
+    :func:`normalize_preference_rows` for a whole dataset: it names the row too).
+    """
+    if not isinstance(row, dict):
+        raise RowError(f"A preference row must be a dict of columns, got {type(row).__name__}.", fix=ONE_OBJECT)
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if chosen is None or rejected is None:
+        raise RowError(f"Preference row needs 'chosen' and 'rejected'; it has {sorted(row)}.", fix=MAP_PREFERENCE)
+    if isinstance(chosen, str) and isinstance(rejected, str) and "\n\nAssistant:" in chosen:
+        c_msgs, r_msgs = _hh_messages(chosen), _hh_messages(rejected)
+        if not c_msgs or c_msgs[-1]["role"] != "assistant" or not r_msgs or r_msgs[-1]["role"] != "assistant":
+            raise RowError("HH-RLHF row: each of chosen/rejected must end with an 'Assistant:' turn.",
+                           fix='drop the row: it is not a finished conversation')
+        if not any(m["role"] == "user" for m in c_msgs[:-1]):
+            raise RowError("HH-RLHF row: no 'Human:' turn before the last 'Assistant:' turn, so there is no prompt.",
+                           fix='drop the row: there is no question for the answers')
+        if c_msgs[:-1] != r_msgs[:-1]:
+            raise RowError("HH-RLHF row: chosen and rejected differ before their last 'Assistant:' turn, so they "
+                            "answer different conversations; such a pair cannot be compared.", fix=SAME_CONVERSATION)
+        result = {"prompt": c_msgs[:-1], "chosen": [c_msgs[-1]], "rejected": [r_msgs[-1]]}
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        for column, value in (("chosen", chosen), ("rejected", rejected)):
+            if problem := message_problem(value, column):
+                raise RowError(f"Preference row: {problem}.",
+                               fix="give 'chosen' and 'rejected' as text, or as lists of {'role', 'content'} messages")
+            if value[-1]["role"] != "assistant":
+                raise RowError(f"Preference row: '{column}' must end with an assistant message, "
+                                f"not a {value[-1]['role']!r} one.",
+                                fix="end each answer with the assistant's message, or drop the row")
+        prompt = row.get("prompt")
+        if isinstance(prompt, list):
+            context = prompt
+        else:
+            if chosen[:-1] != rejected[:-1]:
+                raise RowError("Preference row: chosen and rejected differ before their last assistant message, so "
+                                "they answer different conversations; such a pair cannot be compared.",
+                                fix=SAME_CONVERSATION)
+            context = chosen[:-1] or (user(prompt) if isinstance(prompt, str) and prompt.strip() else [])
+            if not context:
+                raise RowError("Preference row has no prompt: give 'prompt' or a user turn before the answer.",
+                               fix="map a prompt column (columns={'prompt': ...}), or start the answers with a user turn")
+        result = {"prompt": context, "chosen": chosen[-1:], "rejected": rejected[-1:]}
+    elif isinstance(row.get("prompt"), str) and isinstance(chosen, str) and isinstance(rejected, str):
+        result = {"prompt": user(row["prompt"]), "chosen": assistant(chosen), "rejected": assistant(rejected)}
+    else:
+        raise RowError(f"Unrecognised preference row with columns {sorted(row)} (UltraFeedback or HH-RLHF expected): "
+                        f"'chosen' is {type(chosen).__name__} and 'rejected' {type(rejected).__name__}.",
+                        fix=MAP_PREFERENCE)
+    for column, check in PREFERENCE_CHECKS.items():
+        if problem := check(result[column], column):
+            raise RowError(f"Preference row: {problem}.", fix=FILL_PAIR)
+    return result
+
+
+def normalize_preference_rows(rows, name: str = "preference dataset") -> list[dict]:
+    """:func:`normalize_preference_row` on every row; one error lists each refused row with its index and rule."""
+    return normalize_rows(rows, normalize_preference_row, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows that cannot be used: reported (row, rule, fix) and left out; nothing usable is an error
+# ---------------------------------------------------------------------------------------------
+
+
+def row_problems(rows: Sequence[Any], normalize, lines: Sequence[int] | None = None) -> tuple[list[dict], list[dict]]:
+    """``normalize`` applied to every row: the rows it accepted, and one ``{"row", "rule", "fix"}`` per row it
+    refused (``row`` is the file line when ``lines`` is given, else the 0-based index)."""
+    kept, problems = [], []
+    for i, row in enumerate(rows):
+        where = f"line {lines[i]}" if lines else i
+        try:
+            kept.append(normalize(row))
+        except RowError as exc:
+            problems.append({"row": where, "rule": exc.rule, "fix": exc.fix})
+    return kept, problems
+
+
+def usable_rows(rows: Any, normalize, name: str, lines: Sequence[int] | None = None,
+                problems: Sequence[dict] = ()) -> list[dict]:
+    """The rows ``normalize`` accepts. Every refused row is printed (row, rule, fix) and left out, with
+    ``problems`` found earlier (lines that are not rows at all); when no row is left, :class:`DataError`."""
+    rows = require_sequence(rows, name, "[row, row, ...]")
+    kept, refused = row_problems(rows, normalize, lines)
+    refused = sorted(list(problems) + refused, key=lambda p: int(str(p["row"]).split()[-1]))
+    total = len(rows) + len(problems)
+    if refused:
+        print(f"{name}: {len(refused)} of {total} rows cannot be used and are left out (row, rule, fix):")
+        for p in refused[:SHOWN_PROBLEMS]:
+            print(f"  row {p['row']}: {p['rule']}  ->  {p['fix']}" if isinstance(p["row"], int)
+                  else f"  {p['row']}: {p['rule']}  ->  {p['fix']}")
+        if len(refused) > SHOWN_PROBLEMS:
+            print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more (data.row_problems lists them all)")
+    if not kept:
+        raise DataError(f"The {name}: none of its {total} rows can be used, so there is nothing to train on. The "
+                        f"first problem: {refused[0]['rule'] if refused else 'no rows'}; "
+                        f"{refused[0]['fix'] if refused else 'give rows'}.")
+    print(f"{name}: {len(kept)} usable rows.")
+    return kept
+
+
+# ---------------------------------------------------------------------------------------------
+# Your own data: a JSONL or CSV file with your column names
+# ---------------------------------------------------------------------------------------------
+
+OWN_KINDS = {"sft": ("prompt", "completion", "messages", "system"),
+             "preference": ("prompt", "chosen", "rejected", "system")}
+
+
+def read_records(path: str | Path) -> tuple[list[dict], list[int], list[dict], list[str]]:
+    """A JSONL or CSV file's records with their line numbers, the lines that are not records (as problems), and
+    the file's column names. Text must be UTF-8; a CSV's first line names its columns."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Data file not found: {path}. Give the path of a .jsonl or .csv file.")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv"):
+        raise DataError(f"{path}: read .jsonl (one JSON object per line) or .csv (a header line, then one row per "
+                        "line); save the file in one of them.")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}). Save the file as "
+                        "UTF-8.") from exc
+    records, lines, problems = [], [], []
+    if suffix == ".csv":
+        reader = csv.DictReader(text.splitlines(keepends=True))
+        columns = list(reader.fieldnames or [])
+        if not columns:
+            raise DataError(f"{path} is empty: the first line must name the columns.")
+        for row in reader:
+            if None in row:   # more cells than the header names
+                problems.append({"row": f"line {reader.line_num}", "rule": f"{len(columns) + len(row[None])} cells "
+                                 f"where the header names {len(columns)}", "fix": "quote cells that contain commas"})
+                continue
+            records.append(row)
+            lines.append(reader.line_num)
+    else:
+        columns = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append({"row": f"line {lineno}", "rule": f"not valid JSON ({exc.msg} at column {exc.colno})",
+                                 "fix": "write one JSON object per line"})
+                continue
+            if not isinstance(row, dict):
+                problems.append({"row": f"line {lineno}", "rule": f"a JSON {type(row).__name__}, not an object",
+                                 "fix": ONE_OBJECT})
+                continue
+            columns += [c for c in row if c not in columns]
+            records.append(row)
+            lines.append(lineno)
+    if not records and not problems:
+        raise DataError(f"{path} holds no rows.")
+    return records, lines, problems, columns
+
+
+def load_own(path: str | Path, kind: str = "sft", columns: dict[str, str] | None = None) -> list[dict]:
+    """Your own training rows from a JSONL or CSV file, in the course's conversational form.
+
+    ``kind`` is ``"sft"`` (prompt and completion, or ``messages``) or ``"preference"`` (prompt, chosen,
+    rejected). ``columns`` maps the course's column names to yours, e.g. ``{"prompt": "question", "completion":
+    "reply"}``; an optional ``"system"`` column becomes a system message. Every row that cannot be used is printed
+    with its line, the rule it breaks and what to do, and left out; a file with no usable row is refused."""
+    if kind not in OWN_KINDS:
+        raise DataError(f"kind must be one of {list(OWN_KINDS)}, got {kind!r}.")
+    columns = dict(columns or {})
+    unknown = [c for c in columns if c not in OWN_KINDS[kind]]
+    if unknown:
+        raise DataError(f"columns maps {unknown}, which {kind} rows do not have; map some of {list(OWN_KINDS[kind])} "
+                        "to your file's column names, e.g. {'prompt': 'question'}.")
+    records, lines, problems, present = read_records(path)
+    absent = {ours: theirs for ours, theirs in columns.items() if theirs not in present}
+    if absent:
+        import difflib
+
+        hints = "; ".join(f"'{theirs}' (for '{ours}')" + "".join(
+            f" (did you mean '{m}'?)" for m in difflib.get_close_matches(theirs, present, n=1)) for ours, theirs in
+            absent.items())
+        raise DataError(f"{path} has no column {hints}. Its columns are {present}; fix the mapping.")
+    system = columns.pop("system", None)
+
+    def normalize(record: dict) -> dict:
+        row = {ours: record.get(theirs) for ours, theirs in columns.items()}
+        row |= {k: v for k, v in record.items() if k in OWN_KINDS[kind] and k not in row and k not in columns.values()}
+        blank = [f"'{columns.get(k, k)}'" for k, v in row.items() if v is None or v == ""]
+        if blank:
+            raise RowError(f"{', '.join(blank)} is empty or missing", fix="fill it in, or drop the row")
+        result = normalize_sft_row(row) if kind == "sft" else normalize_preference_row(row)
+        if kind == "preference" and result["chosen"][-1]["content"].strip() == result["rejected"][-1]["content"].strip():
+            raise RowError("chosen and rejected are the same answer", fix="drop the row: it carries no preference")
+        if system:
+            text = record.get(system)
+            if not isinstance(text, str) or not text.strip():
+                raise RowError(f"the system column '{system}' is empty", fix="fill it in, or drop the row")
+            result["prompt"] = [{"role": "system", "content": text}] + result["prompt"]
+        return result
+
+    return usable_rows(records, normalize, f"{Path(path).name} ({kind} rows)", lines, problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub datasets (helpers.hub_data streams them), normalised; what a profile trains on
+# ---------------------------------------------------------------------------------------------
+
+
+def hub_sft_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None) -> list[dict]:
+    """``n`` rows of a chat SFT set as prompt-completion rows; unusable rows are reported (row, rule, fix)."""
+    rows = stream_rows(dataset_id, split, n, hub_data)
+    return usable_rows(rows, normalize_sft_row, f"{dataset_id} [{split}]")
+
+
+def hub_preference_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None) -> list[dict]:
+    """``n`` rows of a preference set as prompt/chosen/rejected rows; unusable rows are reported."""
+    rows = stream_rows(dataset_id, split, n, hub_data)
+    return usable_rows(rows, normalize_preference_row, f"{dataset_id} [{split}]")
+
+
+@takes_profile
+def hub_sft_mix(profile: Profile) -> list[dict]:
+    """The chat rows the profile mixes into the skills SFT data (``[]`` when ``sft_dataset`` is ``"skills"``)."""
+    if profile.sft_dataset == "skills":
+        return []
+    info = spec(profile.sft_dataset)
+    if info.kind != "sft":
+        raise DataError(f"sft_dataset={profile.sft_dataset!r} is a {info.kind} dataset; name a chat SFT set "
+                        f"(e.g. HuggingFaceH4/ultrachat_200k) or 'skills'.")
+    return hub_sft_rows(profile.sft_dataset, info.train, profile.sft_mix_rows, profile.hub_data)
+
+
+@takes_profile
+def hub_preferences(profile: Profile, split: str = "train") -> list[dict]:
+    """The profile's preference pairs from its Hub dataset: ``"train"`` (``preference_rows`` of them) or
+    ``"test"`` (``preference_test_rows``), mapped to the dataset's own split names."""
+    info = spec(profile.preference_dataset)
+    if info.kind != "preference":
+        raise DataError(f"preference_dataset={profile.preference_dataset!r} is a {info.kind} dataset; name a "
+                        "preference set (e.g. HuggingFaceH4/ultrafeedback_binarized, Anthropic/hh-rlhf) or 'skills'.")
+    if split not in ("train", "test"):
+        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+    name, n = (info.train, profile.preference_rows) if split == "train" else (info.test, profile.preference_test_rows)
+    return hub_preference_rows(profile.preference_dataset, name, n, profile.hub_data)
+
+
 @takes_profile
 def sft_rows(profile: Profile) -> list[dict]:
-    """Training rows for supervised fine-tuning on the profile, in prompt-completion form."""
-    rows = load_skills("sft_train", profile.n_train)
-    return [skills_to_sft(r) for r in rows]
+    """Training rows for supervised fine-tuning on the profile, in prompt-completion form: the skills rows, and
+    the chat rows of ``profile.sft_dataset`` when it names a Hub dataset (``sft_mix_rows`` of them)."""
+    rows = [skills_to_sft(r) for r in load_skills("sft_train", profile.n_train)]
+    if profile.sft_dataset == "skills":
+        return rows
+    mix = hub_sft_mix(profile)
+    print(f"SFT data: {len(rows)} skills rows + {len(mix)} chat rows of {profile.sft_dataset}")
+    return rows + mix
 
 
 @takes_profile

@@ -12,7 +12,6 @@ and the reference is the same model with that adapter switched off.
 from __future__ import annotations
 
 
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,8 +22,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from .data import (PREFERENCE_CHECKS, DataError, as_dataset, assistant, check_preference_rows, load_skills, message_problem,
-                   normalize_rows, require_columns, require_sequence, skills_to_preference, user, within_length)
+from .data import (DataError, as_dataset, check_preference_rows, hub_preferences, load_skills,
+                   normalize_preference_row,  # noqa: F401
+                   normalize_preference_rows, require_columns, require_sequence, skills_to_preference, within_length)
 from .evaluation import autocast_context, batch_cache, pad_after_prefix, rate_by, shared_prefix_cache
 from .paths import outputs_dir
 from .profiles import Profile, takes_profile
@@ -77,7 +77,13 @@ def clean_pairs(rows: Sequence[dict], name: str = "preference data", verbose: bo
 
 @takes_profile
 def preference_rows(profile: Profile, split: str = "dpo_train", n: int | None = None) -> list[dict]:
-    """Conversational preference pairs from the skills data (``dpo_train`` or held-out ``eval``)."""
+    """The profile's preference pairs. ``dpo_train``: what DPO trains on, the skills pairs or, when
+    ``profile.preference_dataset`` names a Hub dataset, its training pairs (:mod:`helpers.hub_data`). ``eval``: the
+    held-out skills pairs, every profile's common yardstick (the Hub dataset's own test pairs:
+    :func:`dataset_test_pairs`)."""
+    if split == "dpo_train" and profile.preference_dataset != "skills":
+        pairs = hub_preferences(profile, "train")
+        return clean_pairs(pairs[:n] if n else pairs, name=f"{profile.preference_dataset} training pairs")
     if n is None and split == "dpo_train":
         n = profile.n_train
     elif n is None:
@@ -85,77 +91,13 @@ def preference_rows(profile: Profile, split: str = "dpo_train", n: int | None = 
     return clean_pairs([skills_to_preference(r) for r in load_skills(split, n)], name=f"skills {split} pairs")
 
 
-_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
-
-
-def _hh_messages(text: str) -> list[dict]:
-    parts = _HH_TURN.split("\n\n" + text.strip() if not text.startswith("\n\n") else text)
-    messages = []
-    for role, content in zip(parts[1::2], parts[2::2]):
-        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
-    return messages
-
-
-def normalize_preference_row(row: dict) -> dict:
-    """Turn a Hub preference row into ``{"prompt": [...], "chosen": [assistant], "rejected": [assistant]}``.
-
-    Accepted schemas:
-    - UltraFeedback-binarized style: ``prompt`` (str) and ``chosen``/``rejected`` as full message lists
-      ending with the assistant answer (the turns before it must be the same in both);
-    - HH-RLHF style: ``chosen``/``rejected`` strings ``"\\n\\nHuman: ...\\n\\nAssistant: ..."`` sharing the
-      conversation up to the last assistant turn;
-    - already conversational rows (lists for prompt, chosen and rejected) pass through.
-
-    A row that breaks its schema's rules raises :class:`DataError` naming the rule (use
-    :func:`normalize_preference_rows` for a whole dataset: it names the row too).
-    """
-    if not isinstance(row, dict):
-        raise DataError(f"A preference row must be a dict of columns, got {type(row).__name__}.")
-    chosen, rejected = row.get("chosen"), row.get("rejected")
-    if chosen is None or rejected is None:
-        raise DataError(f"Preference row needs 'chosen' and 'rejected'; it has {sorted(row)}.")
-    if isinstance(chosen, str) and isinstance(rejected, str) and "\n\nAssistant:" in chosen:
-        c_msgs, r_msgs = _hh_messages(chosen), _hh_messages(rejected)
-        if not c_msgs or c_msgs[-1]["role"] != "assistant" or not r_msgs or r_msgs[-1]["role"] != "assistant":
-            raise DataError("HH-RLHF row: each of chosen/rejected must end with an 'Assistant:' turn.")
-        if not any(m["role"] == "user" for m in c_msgs[:-1]):
-            raise DataError("HH-RLHF row: no 'Human:' turn before the last 'Assistant:' turn, so there is no prompt.")
-        if c_msgs[:-1] != r_msgs[:-1]:
-            raise DataError("HH-RLHF row: chosen and rejected differ before their last 'Assistant:' turn, so they "
-                            "answer different conversations; such a pair cannot be compared.")
-        result = {"prompt": c_msgs[:-1], "chosen": [c_msgs[-1]], "rejected": [r_msgs[-1]]}
-    elif isinstance(chosen, list) and isinstance(rejected, list):
-        for column, value in (("chosen", chosen), ("rejected", rejected)):
-            if problem := message_problem(value, column):
-                raise DataError(f"Preference row: {problem}.")
-            if value[-1]["role"] != "assistant":
-                raise DataError(f"Preference row: '{column}' must end with an assistant message, "
-                                f"not a {value[-1]['role']!r} one.")
-        prompt = row.get("prompt")
-        if isinstance(prompt, list):
-            context = prompt
-        else:
-            if chosen[:-1] != rejected[:-1]:
-                raise DataError("Preference row: chosen and rejected differ before their last assistant message, so "
-                                "they answer different conversations; such a pair cannot be compared.")
-            context = chosen[:-1] or (user(prompt) if isinstance(prompt, str) and prompt.strip() else [])
-            if not context:
-                raise DataError("Preference row has no prompt: give 'prompt' or a user turn before the answer.")
-        result = {"prompt": context, "chosen": chosen[-1:], "rejected": rejected[-1:]}
-    elif isinstance(row.get("prompt"), str) and isinstance(chosen, str) and isinstance(rejected, str):
-        result = {"prompt": user(row["prompt"]), "chosen": assistant(chosen), "rejected": assistant(rejected)}
-    else:
-        raise DataError(f"Unrecognised preference row with columns {sorted(row)} (UltraFeedback or HH-RLHF expected): "
-                        f"'chosen' is {type(chosen).__name__} and 'rejected' {type(rejected).__name__}.")
-    for column, check in PREFERENCE_CHECKS.items():
-        if problem := check(result[column], column):
-            raise DataError(f"Preference row: {problem}.")
-    return result
-
-
-def normalize_preference_rows(rows, name: str = "preference dataset") -> list[dict]:
-    """:func:`normalize_preference_row` on every row; one error lists each refused row with its index and rule."""
-    return normalize_rows(rows, normalize_preference_row, name)
+@takes_profile
+def dataset_test_pairs(profile: Profile) -> list[dict] | None:
+    """The held-out pairs of the profile's Hub preference dataset (its test split), or ``None`` when DPO trains on
+    the skills pairs (whose held-out pairs are ``preference_rows(profile, "eval")``)."""
+    if profile.preference_dataset == "skills":
+        return None
+    return clean_pairs(hub_preferences(profile, "test"), name=f"{profile.preference_dataset} test pairs")
 
 
 # ------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 ENV_VAR = "COURSE_PROFILE"
+DATA_ENV = {"sft_dataset": "COURSE_SFT_DATASET", "preference_dataset": "COURSE_PREFERENCE_DATASET"}  # override the profile's
 
 Precision = Literal["fp32", "bf16", "fp16", "auto"]  # "auto": CPU profiles, decided by helpers.hardware
 
@@ -78,8 +79,8 @@ class Profile:
     needs_cuda: bool
     precision: Precision
     # data
-    sft_dataset: str  # "skills", or a Hub id mixed in on top of the skills data
-    preference_dataset: str
+    sft_dataset: str  # "skills", or a Hub chat set whose rows are mixed into the skills data (sft_mix_rows of them)
+    preference_dataset: str  # "skills", or a Hub preference set DPO trains on (helpers.hub_data.DATASETS)
     perplexity_text: str  # "stdlib" (offline docstrings) or "wikitext"
     n_train: int | None  # None = all rows of the split
     n_eval: int | None
@@ -108,6 +109,10 @@ class Profile:
     quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
     awq_clip: bool = False  # AWQ's clipping search: too slow on 2 CPU cores (notes/04_awq_budget.md), off on CPU profiles
     dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
+    sft_mix_rows: int = 0          # rows of sft_dataset mixed into the skills SFT rows
+    preference_rows: int = 0       # training pairs read from preference_dataset (its train split)
+    preference_test_rows: int = 0  # held-out pairs read from its test split
+    hub_data: str | None = None    # a folder with copies of the Hub datasets under their ids ("fixtures": the course's)
     reason: str = field(default="", compare=False)
     precision_reason: str = field(default="", compare=False)
 
@@ -153,6 +158,14 @@ class Profile:
             fits = max(d for d in (128, 64, 32, 16, 8) if all(w % d == 0 for w in widths))
             problems.append(f"quant_group_size={g} does not divide the input width {bad[0]} of this model's quantized "
                             f"layers {list(widths)} (e.g. {fits} does)")
+        for f, needs in (("sft_dataset", ("sft_mix_rows",)),
+                         ("preference_dataset", ("preference_rows", "preference_test_rows"))):
+            value = getattr(self, f)
+            if not isinstance(value, str) or value != "skills" and "/" not in value:
+                problems.append(f"{f}={value!r} ('skills' or a Hub id such as HuggingFaceH4/ultrafeedback_binarized)")
+            elif value != "skills":
+                problems += [f"{n}={getattr(self, n)!r} (a whole number above 0: how many rows of {value} to read)"
+                             for n in needs if not whole(getattr(self, n)) or getattr(self, n) <= 0]
         if problems:
             raise ProfileError(f"Profile '{self.name}' has values no run can use: {'; '.join(problems)}.")
 
@@ -222,8 +235,8 @@ PROFILES: dict[str, Profile] = {
         model_id="tiny-random-llama (built locally with the SmolLM2 tokenizer)",
         needs_cuda=False,
         precision="auto",  # bf16 where the CPU computes it natively and fast, else fp32 (helpers.hardware)
-        sft_dataset="skills",
-        preference_dataset="skills",
+        sft_dataset="HuggingFaceH4/ultrachat_200k",
+        preference_dataset="HuggingFaceH4/ultrafeedback_binarized",
         perplexity_text="stdlib",
         n_train=64,
         n_eval=24,
@@ -246,6 +259,11 @@ PROFILES: dict[str, Profile] = {
         quant_group_size=32,
         quant_calibration_samples=8,
         quant_calibration_chars=400,
+        # the GPU profiles' data path, offline: the course's copies of the Hub datasets (helpers.hub_data)
+        sft_mix_rows=16,
+        preference_rows=32,
+        preference_test_rows=16,
+        hub_data="fixtures",
     ),
     "cpu": Profile(
         name="cpu",
@@ -278,6 +296,10 @@ PROFILES: dict[str, Profile] = {
         ppl_max_tokens=4096,
         dpo_sft_weight=1.0,  # DPO + NLL of the chosen answers: plain DPO at this learning rate costs skill accuracy
         quant_group_size=64,  # 576 (hidden size) is not a multiple of 128
+        # read only when COURSE_SFT_DATASET / COURSE_PREFERENCE_DATASET name a Hub dataset (with COURSE_HUB_DATA offline)
+        sft_mix_rows=160,
+        preference_rows=192,
+        preference_test_rows=200,
     ),
     "t4": Profile(
         name="t4",
@@ -286,7 +308,7 @@ PROFILES: dict[str, Profile] = {
         model_id="HuggingFaceTB/SmolLM2-360M-Instruct",
         needs_cuda=True,
         precision="fp16",  # compute capability 7.5 has no bf16
-        sft_dataset="skills",
+        sft_dataset="HuggingFaceH4/ultrachat_200k",
         preference_dataset="HuggingFaceH4/ultrafeedback_binarized",
         perplexity_text="wikitext",
         n_train=None,
@@ -311,6 +333,11 @@ PROFILES: dict[str, Profile] = {
         quant_calibration_samples=128,
         quant_calibration_chars=2048,
         awq_clip=True,
+        # real data, sized for one T4 session: 800 chat rows into SFT; DPO on 2400 UltraFeedback pairs (150 steps
+        # x 16, one pass) and 300 held-out pairs; streamed, so only these rows are downloaded
+        sft_mix_rows=800,
+        preference_rows=2400,
+        preference_test_rows=300,
     ),
     "a100": Profile(
         name="a100",
@@ -319,7 +346,7 @@ PROFILES: dict[str, Profile] = {
         model_id="HuggingFaceTB/SmolLM2-1.7B-Instruct",
         needs_cuda=True,
         precision="bf16",
-        sft_dataset="skills",
+        sft_dataset="HuggingFaceH4/ultrachat_200k",
         preference_dataset="HuggingFaceH4/ultrafeedback_binarized",
         perplexity_text="wikitext",
         n_train=None,
@@ -344,6 +371,9 @@ PROFILES: dict[str, Profile] = {
         quant_calibration_samples=128,
         quant_calibration_chars=2048,
         awq_clip=True,
+        sft_mix_rows=3200,       # 200 steps x 32: half skills (3.2k rows seen), half chat
+        preference_rows=6400,    # 200 steps x 32, one pass
+        preference_test_rows=1000,
     ),
 }
 
@@ -412,7 +442,10 @@ def get_profile(name: str | None = None) -> Profile:
             raise ProfileError(
                 f"Profile '{key}' uses bf16, which compute capability {cap[0]}.{cap[1]} lacks. Use {ENV_VAR}=t4."
             )
-    return replace(profile, reason=reason, **resolve_precision(profile))
+    data = {f: os.environ[v].strip() for f, v in DATA_ENV.items() if os.environ.get(v, "").strip()}
+    if data:
+        reason += "; data from " + ", ".join(f"{DATA_ENV[f]}={v}" for f, v in data.items())
+    return replace(profile, reason=reason, **data, **resolve_precision(profile))
 
 
 def resolve_precision(profile: Profile) -> dict[str, str]:

@@ -1,0 +1,108 @@
+"""Real datasets from the Hugging Face Hub: UltraFeedback, HH-RLHF and UltraChat, read with ``datasets.load_dataset``.
+
+The GPU profiles name a Hub dataset in ``sft_dataset`` / ``preference_dataset``. This module knows their split
+names and columns and streams the number of rows a profile asks for (a shuffled sample, so nobody downloads
+gigabytes); :mod:`helpers.data` normalises them to TRL's conversational form and reports every row it cannot use. The call is the same with or without the Hub:
+
+    load_dataset("HuggingFaceH4/ultrafeedback_binarized", split="train_prefs", streaming=True)   # Colab
+    load_dataset("data/hub_fixtures/HuggingFaceH4/ultrafeedback_binarized", split="train_prefs", streaming=True)
+
+The second line is what runs offline: ``profile.hub_data`` (or ``COURSE_HUB_DATA``) names a folder that holds a copy
+of each dataset under its Hub id. The course ships small copies in each dataset's
+exact Hub schema and split names (``data/hub_fixtures``, written by :mod:`helpers.hub_fixtures`, used by the ``tiny`` profile and the tests); a folder saved
+with ``huggingface-cli download --repo-type dataset ID --local-dir DIR/ID`` works the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+from .paths import DATA_DIR
+
+FIXTURES_DIR = DATA_DIR / "hub_fixtures"
+HUB_DATA_ENV = "COURSE_HUB_DATA"
+SHUFFLE_BUFFER = 2_000   # rows held by the streaming shuffle: the sample is drawn from the first shards' rows
+_READ: dict[tuple, list[dict]] = {}
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """What the course needs to know about one Hub dataset: its kind, split names and columns."""
+
+    kind: str                 # "sft" or "preference"
+    train: str                # split names, exactly as on the Hub
+    test: str
+    splits: tuple[str, ...]
+    columns: tuple[str, ...]  # the columns of every split, as on the Hub
+    about: str
+
+
+DATASETS: dict[str, HubDataset] = {
+    "HuggingFaceH4/ultrafeedback_binarized": HubDataset(
+        "preference", "train_prefs", "test_prefs",
+        ("train_prefs", "train_sft", "test_prefs", "test_sft", "train_gen", "test_gen"),
+        ("prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"),
+        "64k prompts, four model answers each rated by GPT-4; chosen = the best rated, rejected = one of the others "
+        "(Cui et al. 2023; binarized for Zephyr, Tunstall et al. 2023)"),
+    "Anthropic/hh-rlhf": HubDataset(
+        "preference", "train", "test", ("train", "test"), ("chosen", "rejected"),
+        "161k human-rated dialogues about helpfulness and harmlessness, as 'Human: ... Assistant: ...' transcripts "
+        "(Bai et al. 2022)"),
+    "HuggingFaceH4/ultrachat_200k": HubDataset(
+        "sft", "train_sft", "test_sft", ("train_sft", "test_sft", "train_gen", "test_gen"),
+        ("prompt", "prompt_id", "messages"),
+        "200k multi-turn chats between two ChatGPT instances, filtered (Ding et al. 2023; Zephyr's SFT set)"),
+}
+
+
+def spec(dataset_id: str) -> HubDataset:
+    """The :class:`HubDataset` of ``dataset_id``; an unknown id is refused with the known ones."""
+    if dataset_id not in DATASETS:
+        raise DataError(f"The course does not know the dataset {dataset_id!r}: it knows {sorted(DATASETS)}. For "
+                        "another dataset, load it yourself (datasets.load_dataset) and pass its rows through "
+                        "data.usable_rows with data.normalize_sft_row or data.normalize_preference_row.")
+    return DATASETS[dataset_id]
+
+
+def source(dataset_id: str, hub_data: str | None = None) -> str:
+    """What ``load_dataset`` is given: the Hub id, or its copy under the local folder ``hub_data``
+    (``"fixtures"``: the course's own copies) or ``COURSE_HUB_DATA``."""
+    folder = os.environ.get(HUB_DATA_ENV, "").strip() or hub_data
+    if not folder:
+        return dataset_id
+    root = FIXTURES_DIR if folder == "fixtures" else Path(folder).expanduser()
+    local = root / dataset_id
+    if not local.is_dir():
+        raise DataError(f"No local copy of {dataset_id} in {root} (from {HUB_DATA_ENV} or the profile's hub_data): "
+                        f"expected the folder {local}. Download it there, or unset {HUB_DATA_ENV} to read the Hub.")
+    return str(local)
+
+
+def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None, seed: int = 0) -> list[dict]:
+    """``n`` raw rows of one split, streamed and shuffled (buffer :data:`SHUFFLE_BUFFER`), with a progress bar."""
+    from datasets import load_dataset
+    from tqdm.auto import tqdm
+
+    info = spec(dataset_id)
+    if split not in info.splits:
+        raise DataError(f"{dataset_id} has no split {split!r}; its splits are {list(info.splits)}.")
+    where = source(dataset_id, hub_data)
+    key = (where, split, n, seed)
+    if key in _READ:   # read once per process: a profile's rows are asked for by several helpers
+        return copy.deepcopy(_READ[key])
+    try:
+        stream = load_dataset(where, split=split, streaming=True).shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
+        rows = [dict(r) for r in tqdm(stream.take(n), total=n, desc=f"{dataset_id} [{split}]", leave=False)]
+    except (ConnectionError, FileNotFoundError, OSError, ValueError) as exc:
+        raise DataError(f"Could not read {dataset_id} ({split}) from {where}: {type(exc).__name__}: {exc}. Offline, "
+                        f"set {HUB_DATA_ENV} to a folder holding a copy under {dataset_id}, or use a profile whose "
+                        "data is 'skills' (tiny, cpu).") from exc
+    missing = [c for c in info.columns if rows and c not in rows[0]]
+    if missing:
+        raise DataError(f"{where} [{split}] lacks the columns {missing} of {dataset_id}; it has {sorted(rows[0])}.")
+    _READ[key] = rows
+    return copy.deepcopy(rows)
