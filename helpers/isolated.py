@@ -1,4 +1,4 @@
-"""SFT trainings in a fresh Python process (``scripts/sft.py``): clean peak-memory numbers for notebook 06.
+"""Trainings in a fresh Python process (``scripts/sft.py``, ``scripts/dpo.py``): clean peak-memory numbers for notebook 06.
 
 Peak memory is a property of a whole process (the allocator rarely gives memory back), so a training inside a
 notebook kernel would be charged with whatever the kernel did before. :func:`train_isolated` therefore runs
@@ -24,11 +24,12 @@ from .profiles import Profile, takes_profile
 from .training import KINDS, adapter_dir, check_kind, run_settings, start_settings
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
+DPO_SCRIPT = REPO_ROOT / "scripts" / "dpo.py"
 REPORT = "train_info.json"
 STEP_LINE = "training step {step} of {total}"  # what the script prints after each step ...
 STEP_PATTERN = re.compile(re.escape(STEP_LINE.split("{step}")[0]) + r"(\d+) of")  # ... and what the parent's bar reads
 
-__all__ = ["KINDS", "train_isolated", "reusable_run", "adapter_path", "MemoryMonitor", "TrainingError"]
+__all__ = ["KINDS", "train_isolated", "dpo_isolated", "reusable_run", "adapter_path", "MemoryMonitor", "TrainingError"]
 
 
 class TrainingError(RuntimeError):
@@ -89,19 +90,35 @@ def train_isolated(profile: Profile, kind: str = "lora", reuse: bool = False, le
     if reuse and (report := reusable_run(profile, kind, learning_rate, folder, start, **qlora_base)) is not None:
         print(f"{kind}: {report['steps']} steps, {report['train_seconds']:.0f} s, peak RSS {report['peak_rss_mb']:.0f} MB")
         return report
-    log = folder.parent / f"{folder.name}_{kind}.log"
-    profile_file = folder.parent / f"{folder.name}_{kind}.profile.json"  # the whole profile, not its name
-    profile_file.parent.mkdir(parents=True, exist_ok=True)
-    profile_file.write_text(profile.to_json())
-    args = [str(SCRIPT), "--profile-json", str(profile_file), "--output-dir", str(folder),
-            "--trained-by", os.environ.get("COURSE_NOTEBOOK", "a notebook")]
+    args = []
     if learning_rate:
         args += ["--learning-rate", str(learning_rate)]
     if kind == "qlora":
         args += ["--qlora", "--quant-type", quant_type] + ([] if double_quant else ["--no-double-quant"])
     args += ["--base", str(base)] if base else []
     args += ["--init-adapter", str(init_adapter)] if init_adapter else []
-    with follow_log(log, STEP_PATTERN, profile.sft_steps, f"{kind} training (fresh process)", "step"):
+    return _run_script(SCRIPT, profile, folder, kind, profile.sft_steps, args, timeout_s)
+
+
+@takes_profile
+def dpo_isolated(profile: Profile, sft_dir: str | Path, folder: str | Path, timeout_s: int = 3600) -> dict:
+    """Run ``python scripts/dpo.py`` (notebook 02's recipe) on the SFT model ``sft_dir`` with this profile, saving
+    the adapter in ``folder``; return its report."""
+    return _run_script(DPO_SCRIPT, profile, Path(folder), "dpo", profile.dpo_steps, ["--model", str(sft_dir)],
+                       timeout_s)
+
+
+def _run_script(script: Path, profile: Profile, folder: Path, kind: str, steps: int, args: list[str],
+                timeout_s: int) -> dict:
+    """``python <script> --profile-json ... --output-dir folder <args>`` with a progress bar that follows its steps;
+    its report, or :class:`TrainingError` with the end of its log."""
+    log = folder.parent / f"{folder.name}_{kind}.log"
+    profile_file = folder.parent / f"{folder.name}_{kind}.profile.json"  # the whole profile, not its name
+    profile_file.parent.mkdir(parents=True, exist_ok=True)
+    profile_file.write_text(profile.to_json())
+    args = [str(script), "--profile-json", str(profile_file), "--output-dir", str(folder),
+            "--trained-by", os.environ.get("COURSE_NOTEBOOK", "a notebook"), *args]
+    with follow_log(log, STEP_PATTERN, steps, f"{kind} training (fresh process)", "step"):
         code = run_python(args, log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():
         raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). "

@@ -77,19 +77,16 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
     """The fully tuned model (SFT, then DPO, both merged) as a full-precision folder.
 
     Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) when it was trained on today's SFT model, else
-    trains it here with notebook 02's settings (``dpo.train_dpo``)."""
-    from . import dpo
-    from .models import load_model, load_tokenizer
-    from .training import adapter_dir, save_adapter
+    trains it with notebook 02's recipe in a fresh process (``scripts/dpo.py``)."""
+    from .isolated import dpo_isolated
+    from .models import load_tokenizer
+    from .training import adapter_dir
 
     tokenizer = tokenizer or load_tokenizer(profile)
     sft_dir = sft_merged(profile, tokenizer)
     adapter = adapter_dir(profile, "dpo")
-    inputs = dpo_inputs(profile, sft_dir)
-    if not reusable(adapter, inputs, "DPO adapter"):
-        trainer = dpo.train_dpo(profile, load_model(profile, str(sft_dir)), tokenizer,
-                                dpo.preference_rows(profile, "dpo_train"))
-        save_adapter(trainer, profile, name="dpo", inputs=inputs)
+    if not reusable(adapter, dpo_inputs(profile, sft_dir), "DPO adapter"):
+        dpo_isolated(profile, sft_dir, adapter)
     return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 

@@ -9,7 +9,13 @@ Run it from the repository root (with the course's environment, e.g. `.venv/bin/
 
 It saves the adapter (`save_pretrained`) with `train_info.json`: loss history, seconds, and the peak memory of
 this process (RSS, and CUDA memory on a GPU). Notebook 06 runs it in a fresh process for each arm, because peak
-memory belongs to a whole process (`helpers.isolated.train_isolated`).
+memory belongs to a whole process (`helpers.isolated.train_isolated`); the pipeline runs it for notebook 01's adapter.
+
+On several processes (README, "Scaling out"), each trains on its share of every batch (the global batch is
+processes x batch x accumulation) and the first one writes the adapter:
+
+    accelerate launch --config_file configs/cpu_ddp_2proc.yaml scripts/sft.py --profile tiny   # 2 CPU processes, gloo
+    accelerate launch --config_file configs/fsdp.yaml scripts/sft.py --profile a100            # 8 GPUs, FSDP
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"], help="4-bit format of the QLoRA base")
     parser.add_argument("--no-double-quant", dest="double_quant", action="store_false",
                         help="keep the block scales of the QLoRA base in fp32")
+    parser.add_argument("--quant-storage", default="uint8", choices=["uint8", "bf16", "fp16"],
+                        help="dtype the QLoRA base's 4-bit weights are stored in; FSDP needs the compute dtype (bf16)")
     parser.add_argument("--lora-r", type=positive(int), help="LoRA rank (alpha follows as 2 x rank)")
     parser.add_argument("--learning-rate", type=positive(float))
     parser.add_argument("--max-steps", type=positive(int))
@@ -93,15 +101,19 @@ def recipe(profile: Profile, output_dir: str) -> tuple[LoraConfig, SFTConfig]:
     return peft_config, args
 
 
+STORAGE = {"uint8": torch.uint8, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def load_base(profile: Profile, qlora: bool, quant_type: str = "nf4", double_quant: bool = True,
-              path: str | None = None):
+              path: str | None = None, quant_storage: str = "uint8"):
     """The model LoRA trains on (the profile's, or the folder ``path``): full precision, or (QLoRA) 4-bit and
-    prepared for training."""
+    prepared for training (``quant_storage``: the dtype the packed 4-bit weights are stored in)."""
     if not qlora:
         return models.load_model(profile, path)
     bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                                     bnb_4bit_use_double_quant=double_quant,
-                                    bnb_4bit_compute_dtype=profile.compute_dtype_4bit)
+                                    bnb_4bit_compute_dtype=profile.compute_dtype_4bit,
+                                    bnb_4bit_quant_storage=STORAGE[quant_storage])   # FSDP: the compute dtype
     model = models.load_model(profile, path, quantization_config=bnb_config)
     # freezes the base, casts the norms to fp32, lets gradients flow into checkpointed frozen layers
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tokenizer = models.load_tokenizer(profile)
-    model = load_base(profile, args.qlora, args.quant_type, args.double_quant, args.base)
+    model = load_base(profile, args.qlora, args.quant_type, args.double_quant, args.base, args.quant_storage)
     peft_config, sft_args = recipe(profile, str(outputs_dir("trainer", f"{kind}_{profile.name}")))
     if args.init_adapter:   # start from a saved adapter (LoftQ): it brings its own LoraConfig
         model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
@@ -141,15 +153,27 @@ def main(argv: list[str] | None = None) -> Path:
     settings = training.recipe_settings(profile.model_id, peft_config or model.peft_config["default"], sft_args, rows,
                                         kind, args.quant_type, args.double_quant,
                                         training.start_settings(args.base, args.init_adapter))
-    return training.save_adapter(trainer, profile, folder=output_dir, inputs=settings, info={
-        "kind": kind,
-        "peak_rss_mb": memory.stop(),
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
-        "rss_by_step": memory.by_step,
-        "adapter": str(output_dir),
-        "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
-    })
+    accelerator = trainer.accelerator
+    if accelerator.num_processes > 1:   # under `accelerate launch`: each process trained on its share of every batch
+        settings["num_processes"] = accelerator.num_processes
+    if accelerator.is_main_process:     # one process writes the adapter
+        training.save_adapter(trainer, profile, folder=output_dir, inputs=settings, info={
+            "kind": kind,
+            "peak_rss_mb": memory.stop(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
+            "rss_by_step": memory.by_step,
+            "adapter": str(output_dir),
+            "num_processes": accelerator.num_processes,
+            "distributed": str(accelerator.distributed_type),
+            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+            "global_batch": sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps
+                            * accelerator.num_processes,
+            "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
+        })
+        print(f"adapter saved in {output_dir}")
+    accelerator.wait_for_everyone()
+    return output_dir
 
 
 if __name__ == "__main__":
-    print(f"adapter saved in {main()}")
+    main()

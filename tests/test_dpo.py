@@ -229,3 +229,20 @@ def test_scored_pairs_carry_their_answer_lengths(trained):
         for side, lengths in (("chosen", scores.chosen_tokens), ("rejected", scores.rejected_tokens)):
             ids, cut = dpo._encode(tok, pair["prompt"], pair[side])
             assert lengths[i] == len(ids) - cut > 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_notebook_02_and_scripts_dpo_build_the_same_config(name):
+    """Notebook 02 writes its DPOConfig(...) out; scripts/dpo.py (the pipeline when 02 has not run, and
+    `accelerate launch`) builds it with dpo.dpo_config. Both must be equal, or an adapter's manifest would record
+    settings it was not trained with."""
+    from trl import DPOConfig
+
+    from helpers import training
+    from helpers.paths import outputs_dir
+    from notebook_code import assignment
+
+    profile = get_profile(name)
+    out = str(outputs_dir("trainer", f"dpo_{profile.name}"))
+    scope = {"profile": profile, "training": training, "outputs_dir": outputs_dir, "DPOConfig": DPOConfig}
+    assert assignment("02_dpo", "config", "DPOConfig", scope).to_dict() == dpo.dpo_config(profile, out).to_dict()

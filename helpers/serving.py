@@ -1,0 +1,80 @@
+"""Serving what the course builds: which config fields the loaders read, the commands, and a reload check.
+
+A merged model is an ordinary transformers folder. A GPTQ or AWQ checkpoint carries its format in
+``config.json["quantization_config"]``; transformers (through GPTQModel) and vLLM pick their kernels from it:
+
+- GPTQ: ``quant_method="gptq"``, ``bits``, ``group_size``, ``sym``, ``desc_act`` and ``checkpoint_format`` ("gptq");
+- AWQ: ``quant_method="awq"``, ``bits``, ``group_size``, ``zero_point`` (False: symmetric) and ``version`` ("gemm").
+
+:func:`serving_problems` checks a folder for them and for the tokenizer and chat template a server needs;
+:func:`reload_and_generate` loads a folder the way a transformers server does and generates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SERVING_FIELDS = {
+    "gptq": ("quant_method", "bits", "group_size", "sym", "desc_act", "checkpoint_format"),
+    "awq": ("quant_method", "bits", "group_size", "zero_point", "version"),
+}
+NEEDED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def quantization_config(folder: str | Path) -> dict | None:
+    """``config.json``'s ``quantization_config`` of a saved model (``None`` for a full-precision one)."""
+    return json.loads((Path(folder) / "config.json").read_text()).get("quantization_config")
+
+
+def method_of(folder: str | Path) -> str:
+    """``"gptq"``, ``"awq"``, or ``"full precision"``."""
+    config = quantization_config(folder)
+    return config.get("quant_method", "unknown") if config else "full precision"
+
+
+def serving_fields(folder: str | Path) -> dict:
+    """The fields the loaders read, as saved (missing ones as ``None``)."""
+    config = quantization_config(folder) or {}
+    return {k: config.get(k) for k in SERVING_FIELDS.get(method_of(folder), ())}
+
+
+def serving_problems(folder: str | Path) -> list[str]:
+    """What a server would miss in ``folder``: files (weights, tokenizer, chat template) and quantization fields."""
+    folder = Path(folder)
+    problems = [f"no {name}" for name in NEEDED_FILES if not (folder / name).is_file()]
+    if not list(folder.glob("*.safetensors")):
+        problems.append("no *.safetensors weights")
+    if (folder / "config.json").is_file():
+        method = method_of(folder)
+        if method not in ("full precision", *SERVING_FIELDS):
+            problems.append(f"quant_method {method!r} is neither gptq nor awq")
+        problems += [f"quantization_config has no {k!r}" for k, v in serving_fields(folder).items() if v is None]
+    return problems
+
+
+def serve_commands(folder: str | Path) -> dict[str, str]:
+    """How to serve ``folder``: with vLLM (an OpenAI-compatible server; it reads the format from the config) and with
+    transformers in Python."""
+    folder = Path(folder)
+    method = method_of(folder)
+    vllm = f"vllm serve {folder}" + (f" --quantization {method}" if method in SERVING_FIELDS else "")
+    python = (f"AutoModelForCausalLM.from_pretrained('{folder}', device_map='auto')"
+              + ("  # GPTQModel + optimum installed" if method in SERVING_FIELDS else ""))
+    return {"vLLM": vllm, "transformers": python}
+
+
+def reload_and_generate(folder: str | Path, prompt: str = "What is the capital of Peru?", max_new_tokens: int = 8):
+    """Load ``folder`` with ``AutoModelForCausalLM.from_pretrained`` and its own tokenizer and chat template, as a
+    transformers server would, and generate greedily; returns ``(model, answer)``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                        return_tensors="pt", return_dict=True).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return model, tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
