@@ -175,10 +175,19 @@ def damaged_files(folder: str | Path, recorded: dict[str, dict]) -> list[str]:
     return damaged
 
 
+# Set by torchrun / `accelerate launch` for each worker; a child of a worker must not inherit them, or it would
+# wait to join the workers' process group (a single-process child of a 2-process DDP run hangs)
+DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                   "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
 def helper_env() -> dict[str, str]:
     """This process's environment with the repository root on ``PYTHONPATH``, for ``python -m helpers.<module>``
-    child processes (notebook 06's isolated trainings, GPTQModel's quantizations)."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
+    child processes (notebook 06's isolated trainings, GPTQModel's quantizations): one process of its own, outside
+    any distributed run that started this one."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in DISTRIBUTED_ENV and not k.startswith(("TORCHELASTIC_", "ACCELERATE_"))}
+    return dict(env, PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 def _mk(path: Path) -> Path:

@@ -97,3 +97,18 @@ def test_readme_launch_commands_name_existing_configs_and_scripts():
     named = set(re.findall(r"configs/[\w.]+\.yaml", section)) | set(re.findall(r"scripts/\w+\.py", section))
     assert {"configs/fsdp.yaml", "configs/deepspeed_zero3.yaml", "configs/cpu_ddp_2proc.yaml"} <= named
     assert all((REPO_ROOT / path).is_file() for path in named), named
+
+
+def test_children_of_a_distributed_worker_run_on_their_own(monkeypatch):
+    """A worker of `accelerate launch` that starts a fresh process (scripts/dpo.py building notebook 01's adapter
+    with scripts/sft.py) must not hand it the workers' RANK / WORLD_SIZE / MASTER_PORT: the child would wait forever
+    to join their process group."""
+    from helpers.paths import helper_env
+
+    for key, value in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "29500", "LOCAL_RANK": "0",
+                       "TORCHELASTIC_RUN_ID": "x", "ACCELERATE_MIXED_PRECISION": "no"}.items():
+        monkeypatch.setenv(key, value)
+    env = helper_env()
+    assert not {"RANK", "WORLD_SIZE", "MASTER_PORT", "LOCAL_RANK", "TORCHELASTIC_RUN_ID",
+                "ACCELERATE_MIXED_PRECISION"} & set(env)
+    assert env["HF_HUB_OFFLINE"] == "1" and str(REPO_ROOT) in env["PYTHONPATH"]
