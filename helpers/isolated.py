@@ -21,7 +21,7 @@ from .artifacts import reusable
 from .paths import REPO_ROOT
 from .processes import follow_log, log_tail, run_python
 from .profiles import Profile, takes_profile
-from .training import KINDS, adapter_dir, check_kind, run_settings, start_settings
+from .training import KINDS, adapter_dir, check_kind, run_settings, save_adapter, start_settings
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
 DPO_SCRIPT = REPO_ROOT / "scripts" / "dpo.py"
@@ -29,7 +29,7 @@ REPORT = "train_info.json"
 STEP_LINE = "training step {step} of {total}"  # what the script prints after each step ...
 STEP_PATTERN = re.compile(re.escape(STEP_LINE.split("{step}")[0]) + r"(\d+) of")  # ... and what the parent's bar reads
 
-__all__ = ["KINDS", "train_isolated", "dpo_isolated", "reusable_run", "adapter_path", "MemoryMonitor", "TrainingError"]
+__all__ = ["KINDS", "train_isolated", "dpo_isolated", "save_run", "reusable_run", "adapter_path", "MemoryMonitor", "TrainingError"]
 
 
 class TrainingError(RuntimeError):
@@ -124,6 +124,37 @@ def _run_script(script: Path, profile: Profile, folder: Path, kind: str, steps: 
         raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). "
                             f"The end of its log ({log}):\n{log_tail(log, 25)}")
     return json.loads((folder / REPORT).read_text())
+
+
+def save_run(trainer, profile: Profile, folder: Path, inputs: dict, memory: "MemoryMonitor", trained_by: str,
+             **info) -> Path:
+    """What ``scripts/sft.py`` and ``scripts/dpo.py`` do at the end: the adapter with its manifest (``inputs``, plus
+    the number of processes when there are several) and ``train_info.json`` (``info``, peak memory, processes,
+    backend, global batch), written by the first process only; every process waits until it is written."""
+    import time
+
+    import torch
+
+    accelerator, args = trainer.accelerator, trainer.args
+    if accelerator.num_processes > 1:   # under `accelerate launch`: each process trained on its share of every batch
+        inputs = {**inputs, "num_processes": accelerator.num_processes}
+    if accelerator.is_main_process:
+        save_adapter(trainer, profile, folder=folder, inputs=inputs, info={
+            **info,
+            "peak_rss_mb": memory.stop(),
+            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
+            "rss_by_step": memory.by_step,
+            "adapter": str(folder),
+            "num_processes": accelerator.num_processes,
+            "distributed": str(accelerator.distributed_type),
+            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
+            "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps
+                            * accelerator.num_processes,
+            "trained_by": f"{trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
+        })
+        print(f"adapter saved in {folder}")
+    accelerator.wait_for_everyone()
+    return folder
 
 
 class MemoryMonitor:

@@ -53,25 +53,30 @@ def serving_problems(folder: str | Path) -> list[str]:
     return problems
 
 
-def serve_commands(folder: str | Path) -> dict[str, str]:
-    """How to serve ``folder``: with vLLM (an OpenAI-compatible server; it reads the format from the config) and with
-    transformers in Python."""
-    folder = Path(folder)
+def serve_commands(folder: str | Path, shown: str | Path | None = None) -> dict[str, str]:
+    """How to serve ``folder`` (written as ``shown``, e.g. a path relative to where you run the server): with vLLM
+    (an OpenAI-compatible server; it reads the format from the config) and with transformers in Python."""
     method = method_of(folder)
+    folder = Path(shown or folder)
     vllm = f"vllm serve {folder}" + (f" --quantization {method}" if method in SERVING_FIELDS else "")
     python = (f"AutoModelForCausalLM.from_pretrained('{folder}', device_map='auto')"
               + ("  # GPTQModel + optimum installed" if method in SERVING_FIELDS else ""))
     return {"vLLM": vllm, "transformers": python}
 
 
-def reload_and_generate(folder: str | Path, prompt: str = "What is the capital of Peru?", max_new_tokens: int = 8):
-    """Load ``folder`` with ``AutoModelForCausalLM.from_pretrained`` and its own tokenizer and chat template, as a
-    transformers server would, and generate greedily; returns ``(model, answer)``."""
-    import torch
+def reload(folder: str | Path):
+    """``(model, tokenizer)`` loaded from ``folder`` with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``,
+    as a transformers server loads them (GPTQ and AWQ through GPTQModel's kernels)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def reload_and_generate(folder: str | Path, prompt: str = "What is the capital of Peru?", max_new_tokens: int = 8):
+    """:func:`reload` ``folder`` and answer ``prompt`` greedily through its own chat template; ``(model, answer)``."""
+    import torch
+
+    model, tokenizer = reload(folder)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True).to(model.device)
     with torch.no_grad():

@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers package
 
-import torch
 from datasets import Dataset
 from trl import DPOTrainer
 
 from helpers import Profile, get_profile, setup
 from helpers import data, dpo, models, pipeline, training
 from helpers.artifacts import content_hash
-from helpers.isolated import MemoryMonitor
+from helpers.isolated import MemoryMonitor, save_run
 from helpers.paths import outputs_dir
 
 from sft import positive  # noqa: E402  (scripts/sft.py, next to this file)
@@ -96,25 +94,9 @@ def main(argv: list[str] | None = None) -> Path:
     inputs = pipeline.dpo_inputs(profile, sft_dir)   # what notebook 02's adapter is checked against
     if args.data:
         inputs["pairs_sha256"] = content_hash(pairs)
-    accelerator = trainer.accelerator
-    if accelerator.num_processes > 1:
-        inputs["num_processes"] = accelerator.num_processes
-    if accelerator.is_main_process:   # one process writes the adapter
-        training.save_adapter(trainer, profile, folder=output_dir, inputs=inputs, info={
-            "kind": "dpo",
-            "train_seconds": trainer.state.log_history[-1].get("train_runtime"),
-            "peak_rss_mb": memory.stop(),
-            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
-            "sft_model": str(sft_dir),
-            "pairs": len(pairs),
-            "data": args.data or profile.preference_dataset,
-            "num_processes": accelerator.num_processes,
-            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-            "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
-        })
-        print(f"adapter saved in {output_dir}")
-    accelerator.wait_for_everyone()
-    return output_dir
+    return save_run(trainer, profile, output_dir, inputs, memory, args.trained_by, kind="dpo", pairs=len(pairs),
+                    train_seconds=trainer.state.log_history[-1].get("train_runtime"), sft_model=str(sft_dir),
+                    data=args.data or profile.preference_dataset)
 
 
 if __name__ == "__main__":

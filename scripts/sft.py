@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers package
@@ -36,7 +35,7 @@ from trl import SFTConfig, SFTTrainer
 
 from helpers import Profile, get_profile, setup
 from helpers import data, models, training
-from helpers.isolated import MemoryMonitor
+from helpers.isolated import MemoryMonitor, save_run
 from helpers.paths import outputs_dir
 
 
@@ -153,26 +152,7 @@ def main(argv: list[str] | None = None) -> Path:
     settings = training.recipe_settings(profile.model_id, peft_config or model.peft_config["default"], sft_args, rows,
                                         kind, args.quant_type, args.double_quant,
                                         training.start_settings(args.base, args.init_adapter))
-    accelerator = trainer.accelerator
-    if accelerator.num_processes > 1:   # under `accelerate launch`: each process trained on its share of every batch
-        settings["num_processes"] = accelerator.num_processes
-    if accelerator.is_main_process:     # one process writes the adapter
-        training.save_adapter(trainer, profile, folder=output_dir, inputs=settings, info={
-            "kind": kind,
-            "peak_rss_mb": memory.stop(),
-            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None,
-            "rss_by_step": memory.by_step,
-            "adapter": str(output_dir),
-            "num_processes": accelerator.num_processes,
-            "distributed": str(accelerator.distributed_type),
-            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
-            "global_batch": sft_args.per_device_train_batch_size * sft_args.gradient_accumulation_steps
-                            * accelerator.num_processes,
-            "trained_by": f"{args.trained_by} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
-        })
-        print(f"adapter saved in {output_dir}")
-    accelerator.wait_for_everyone()
-    return output_dir
+    return save_run(trainer, profile, output_dir, settings, memory, args.trained_by, kind=kind)
 
 
 if __name__ == "__main__":
