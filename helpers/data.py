@@ -170,7 +170,7 @@ def _prompt(value: Any, column: str) -> str | None:
 
 EVAL_CHECKS = {"prompt": _prompt, "answers": _answers, "skill": _text}
 CONVERSATIONAL_FIX = ("Each row needs 'prompt' (user messages) and {answers} (assistant messages); "
-                      "data.normalize_sft_row / dpo.normalize_preference_row turn common Hub schemas into this form.")
+                      "data.normalize_sft_row / data.normalize_preference_row turn common Hub schemas into this form.")
 
 
 def check_sft_rows(rows: Any, name: str = "SFT training data") -> list[dict]:
@@ -198,7 +198,7 @@ def check_eval_rows(rows: Any, name: str = "evaluation rows") -> list[dict]:
 def require_columns(rows: Sequence[dict], required: Iterable[str], name: str = "dataset") -> None:
     """Raise :class:`DataError` if ``rows`` is empty or any row lacks a required column (naming the row)."""
     check_rows(rows, dict.fromkeys(required), name,
-               "Normalise it first (see helpers.data.normalize_sft_row / dpo.normalize_preference_row).")
+               "Normalise it first (see helpers.data.normalize_sft_row / normalize_preference_row).")
 
 
 def within_length(tokenizer, rows: Sequence[dict], max_length: int, name: str = "SFT training data",

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import DPOConfig, DPOTrainer
 
-from .data import (DataError, as_dataset, check_preference_rows, hub_preferences, load_skills,
-                   normalize_preference_row,  # noqa: F401
-                   normalize_preference_rows, require_columns, require_sequence, skills_to_preference, within_length)
+from .data import (DataError, as_dataset, check_preference_rows, hub_preferences, load_skills, require_columns,
+                   require_sequence, skills_to_preference, within_length)
+from .data import normalize_preference_row, normalize_preference_rows  # noqa: F401  (their old home; now in data)
 from .evaluation import autocast_context, batch_cache, pad_after_prefix, rate_by, shared_prefix_cache
 from .paths import outputs_dir
 from .profiles import Profile, takes_profile

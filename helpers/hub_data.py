@@ -97,7 +97,7 @@ def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None
     try:
         stream = load_dataset(where, split=split, streaming=True).shuffle(seed=seed, buffer_size=SHUFFLE_BUFFER)
         rows = [dict(r) for r in tqdm(stream.take(n), total=n, desc=f"{dataset_id} [{split}]", leave=False)]
-    except (ConnectionError, FileNotFoundError, OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:   # connection errors and missing files are OSErrors
         raise DataError(f"Could not read {dataset_id} ({split}) from {where}: {type(exc).__name__}: {exc}. Offline, "
                         f"set {HUB_DATA_ENV} to a folder holding a copy under {dataset_id}, or use a profile whose "
                         "data is 'skills' (tiny, cpu).") from exc
