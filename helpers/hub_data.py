@@ -99,8 +99,8 @@ def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None
         rows = [dict(r) for r in tqdm(stream.take(n), total=n, desc=f"{dataset_id} [{split}]", leave=False)]
     except (OSError, ValueError) as exc:   # connection errors and missing files are OSErrors
         raise DataError(f"Could not read {dataset_id} ({split}) from {where}: {type(exc).__name__}: {exc}. Offline, "
-                        f"set {HUB_DATA_ENV} to a folder holding a copy under {dataset_id}, or use a profile whose "
-                        "data is 'skills' (tiny, cpu).") from exc
+                        f"set {HUB_DATA_ENV} to a folder holding a copy under {dataset_id}, or train on the course's "
+                        "data: COURSE_SFT_DATASET=skills, COURSE_PREFERENCE_DATASET=skills.") from exc
     missing = [c for c in info.columns if rows and c not in rows[0]]
     if missing:
         raise DataError(f"{where} [{split}] lacks the columns {missing} of {dataset_id}; it has {sorted(rows[0])}.")

@@ -203,3 +203,9 @@ def test_tiny_dpo_on_ultrafeedback_reports_held_out_preference_accuracy():
     accuracy = dpo.ranking_accuracy(scores)
     assert len(scores.chosen) == len(test) == profile.preference_test_rows
     assert accuracy == float((scores.chosen > scores.rejected).float().mean())
+
+
+def test_a_hub_dataset_offline_without_a_copy_says_what_to_do(monkeypatch):
+    monkeypatch.delenv(hub_data.HUB_DATA_ENV, raising=False)
+    with pytest.raises(DataError, match="Could not read Anthropic/hh-rlhf .*COURSE_HUB_DATA.*COURSE_PREFERENCE_DATASET=skills"):
+        hub_data.stream_rows(HH, "train", 4)   # HF_DATASETS_OFFLINE=1 in the tests: the Hub cannot be reached
