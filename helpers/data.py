@@ -349,12 +349,8 @@ def normalize_sft_row(row: dict) -> dict:
 def normalize_rows(rows: Any, normalize, name: str) -> list[dict]:
     """Apply ``normalize`` to every row; one :class:`DataError` lists each row it refused (index and rule)."""
     rows = require_sequence(rows, name, "[row, row, ...]")
-    out, problems = [], []
-    for i, row in enumerate(rows):
-        try:
-            out.append(normalize(row))
-        except DataError as exc:
-            problems.append(f"row {i}: {exc}")
+    out, refused = row_problems(rows, normalize)
+    problems = [f"row {p['row']}: {p['rule']}" for p in refused]
     if problems:
         raise DataError(f"The {name}: {len(problems)} of {len(rows)} rows break their schema:{_listing(problems)}\n"
                         "Fix or drop those rows before training.")
@@ -456,8 +452,9 @@ def row_problems(rows: Sequence[Any], normalize, lines: Sequence[int] | None = N
         where = f"line {lines[i]}" if lines else i
         try:
             kept.append(normalize(row))
-        except RowError as exc:
-            problems.append({"row": where, "rule": exc.rule, "fix": exc.fix})
+        except DataError as exc:   # a RowError carries its rule and fix; another DataError is its own rule
+            problems.append({"row": where, "rule": getattr(exc, "rule", str(exc)),
+                             "fix": getattr(exc, "fix", "fix or drop the row")})
     return kept, problems
 
 

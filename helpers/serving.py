@@ -7,7 +7,7 @@ A merged model is an ordinary transformers folder. A GPTQ or AWQ checkpoint carr
 - AWQ: ``quant_method="awq"``, ``bits``, ``group_size``, ``zero_point`` (False: symmetric) and ``version`` ("gemm").
 
 :func:`serving_problems` checks a folder for them and for the tokenizer and chat template a server needs;
-:func:`reload_and_generate` loads a folder the way a transformers server does and generates.
+:func:`reload` loads a folder the way a transformers server does.
 """
 
 from __future__ import annotations
@@ -70,16 +70,3 @@ def reload(folder: str | Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
-
-
-def reload_and_generate(folder: str | Path, prompt: str = "What is the capital of Peru?", max_new_tokens: int = 8):
-    """:func:`reload` ``folder`` and answer ``prompt`` greedily through its own chat template; ``(model, answer)``."""
-    import torch
-
-    model, tokenizer = reload(folder)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True).to(model.device)
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return model, tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
