@@ -73,6 +73,26 @@ def bf16_speedup(budget_s: float = 0.05) -> float:
     return best(a, b) / best(a.bfloat16(), b.bfloat16())
 
 
+def matmul_gflops(dtype: str = "fp32", tokens: int = 512, d_in: int = 576, d_out: int = 1536,
+                  budget_s: float = 0.5) -> float:
+    """The machine's matrix-product rate in GFLOP/s, measured now at a shape of SmolLM2-135M's MLP (``tokens`` x
+    576 @ 576 x 1536, a batch of 8 x 64 tokens): the best of repeated products within about ``budget_s``, in
+    ``dtype`` ("fp32" or "bf16"). Times in this course are stated next to it, because the same CPU kind runs 2-3x
+    slower on a busy day (helpers.cost, scripts/cost_check.py)."""
+    import torch
+
+    kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    a, b = torch.randn(tokens, d_in, dtype=kind), torch.randn(d_in, d_out, dtype=kind)
+    a @ b  # warm-up
+    best, start, n = float("inf"), time.perf_counter(), 0
+    while n < 3 or (time.perf_counter() - start < budget_s and n < 200):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+        n += 1
+    return 2 * tokens * d_in * d_out / best / 1e9
+
+
 def decide(flags: set[str] | None, speedup: float | None, override: str | None = None) -> tuple[str, str]:
     """``(precision, reason)`` from the CPU's flags (``None``: unknown), a measured bf16 speedup (``None``: not
     measured) and an override (``"fp32"``/``"bf16"``). Pure logic; :func:`cpu_precision` supplies the inputs."""

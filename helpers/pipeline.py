@@ -19,6 +19,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from .artifacts import artifact, content_hash, read_manifest, reusable, write_manifest
+from .cost import rebuild_note
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile, takes_profile
 
@@ -33,6 +34,7 @@ def sft_adapter(profile: Profile) -> Path:
     folder = adapter_dir(profile)
     if reusable(folder, run_settings(profile), "SFT adapter"):
         return folder
+    print(rebuild_note(profile, "sft"), flush=True)
     return Path(train_isolated(profile, "lora", folder=folder)["adapter"])
 
 
@@ -86,6 +88,7 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
     sft_dir = sft_merged(profile, tokenizer)
     adapter = adapter_dir(profile, "dpo")
     if not reusable(adapter, dpo_inputs(profile, sft_dir), "DPO adapter"):
+        print(rebuild_note(profile, "dpo"), flush=True)
         dpo_isolated(profile, sft_dir, adapter)
     return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 

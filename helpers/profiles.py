@@ -2,7 +2,8 @@
 
 Pick one with :func:`get_profile`. It reads the ``COURSE_PROFILE`` environment variable and
 otherwise detects the hardware: no CUDA -> ``cpu``; CUDA with compute capability below 8.0
-(T4, V100) -> ``t4``; 8.0 or above (A100, L4, H100) -> ``a100``.
+(T4, V100) -> ``t4``; 8.0 or above with less than 30 GiB (L4, A10) -> ``l4``; 8.0 or above with more (A100, H100)
+-> ``a100``. The GPU profiles' sizes come from the cost model in :mod:`helpers.cost`.
 """
 
 from __future__ import annotations
@@ -107,12 +108,20 @@ class Profile:
     quant_bits: tuple[int, ...] = (4, 3)
     quant_calibration_samples: int = 32  # calibration passages for GPTQ/AWQ
     quant_calibration_chars: int = 1500  # characters kept per passage (~350 tokens)
+    calibration_sources: tuple[str, ...] = ("skills", "mix")  # 03/04 section 8: calibrations compared with docstrings
     awq_clip: bool = False  # AWQ's clipping search: too slow on 2 CPU cores (notes/04_awq_budget.md), off on CPU profiles
     dpo_sft_weight: float = 0.0  # weight of an NLL term on the chosen answers added to the DPO loss (0 = plain DPO)
     sft_mix_rows: int = 0          # rows of sft_dataset mixed into the skills SFT rows
     preference_rows: int = 0       # training pairs read from preference_dataset (its train split)
     preference_test_rows: int = 0  # held-out pairs read from its test split
     hub_data: str | None = None    # a folder with copies of the Hub datasets under their ids ("fixtures": the course's)
+    # GRPO (notebook 08): prompts x completions per step, completion length, learning rate, KL weight (0: no reference)
+    grpo_steps: int = 4
+    grpo_prompts_per_step: int = 4
+    grpo_num_generations: int = 4
+    grpo_max_completion_length: int = 8
+    grpo_learning_rate: float = 1e-5
+    grpo_beta: float = 0.0
     reason: str = field(default="", compare=False)
     precision_reason: str = field(default="", compare=False)
 
@@ -144,12 +153,24 @@ class Profile:
                 problems.append(f"{f}={value!r} (a number above 0, e.g. {example(f, 0.1)})")
         if not number(self.dpo_sft_weight) or self.dpo_sft_weight < 0:
             problems.append(f"dpo_sft_weight={self.dpo_sft_weight!r} (0 for plain DPO, or a number above 0 such as 1.0)")
+        for f in ("grpo_steps", "grpo_prompts_per_step", "grpo_max_completion_length"):
+            if not whole(getattr(self, f)) or getattr(self, f) <= 0:
+                problems.append(f"{f}={getattr(self, f)!r} (a whole number above 0, e.g. 8)")
+        if not whole(self.grpo_num_generations) or self.grpo_num_generations < 2:
+            problems.append(f"grpo_num_generations={self.grpo_num_generations!r} (2 or more: GRPO compares completions "
+                            "of the same prompt, e.g. 4)")
+        if not number(self.grpo_learning_rate) or not self.grpo_learning_rate > 0:
+            problems.append(f"grpo_learning_rate={self.grpo_learning_rate!r} (a number above 0, e.g. 1e-5)")
+        if not number(self.grpo_beta) or self.grpo_beta < 0:
+            problems.append(f"grpo_beta={self.grpo_beta!r} (0 for no reference model, or a small number such as 0.04)")
         if self.precision not in ("fp32", "bf16", "fp16", "auto"):
             problems.append(f"precision={self.precision!r} (fp32, bf16 or fp16; 'auto' on CPU profiles)")
         if self.precision == "fp16" and not self.needs_cuda:
             problems.append("precision='fp16' on a CPU profile (CPUs train in fp32 or bf16)")
         if not isinstance(self.quant_bits, tuple) or not self.quant_bits or any(b not in (2, 3, 4, 8) for b in self.quant_bits):
             problems.append(f"quant_bits={self.quant_bits!r} (a tuple of 2, 3, 4 or 8, e.g. (4, 3))")
+        if not isinstance(self.calibration_sources, tuple) or any(c not in ("skills", "mix") for c in self.calibration_sources):
+            problems.append(f"calibration_sources={self.calibration_sources!r} (a tuple of 'skills' and/or 'mix', e.g. ('skills',))")
         g = self.quant_group_size
         widths = MODEL_SHAPES.get(self.model_id.split(" ")[0], {}).get("widths", ())
         if not whole(g) or g != -1 and (g < 8 or g & (g - 1)):
@@ -183,6 +204,7 @@ class Profile:
 
         values = json.loads(text)
         values["quant_bits"] = tuple(values["quant_bits"])
+        values["calibration_sources"] = tuple(values.get("calibration_sources", ("skills", "mix")))
         return cls(**values)
 
     @property
@@ -264,6 +286,8 @@ PROFILES: dict[str, Profile] = {
         preference_rows=32,
         preference_test_rows=16,
         hub_data="fixtures",
+        grpo_steps=2, grpo_prompts_per_step=2, grpo_num_generations=4, grpo_max_completion_length=6,
+        grpo_learning_rate=1e-3,
     ),
     "cpu": Profile(
         name="cpu",
@@ -300,6 +324,10 @@ PROFILES: dict[str, Profile] = {
         sft_mix_rows=160,
         preference_rows=192,
         preference_test_rows=200,
+        # GRPO: sized by measurement on 2 cores (notebook 08's closing note); TRL's default lr 1e-6 is for full
+        # fine-tuning, a LoRA adapter starting at zero needs more
+        grpo_steps=16, grpo_prompts_per_step=8, grpo_num_generations=4, grpo_max_completion_length=12,
+        grpo_learning_rate=3e-5, grpo_beta=0.0,
     ),
     "t4": Profile(
         name="t4",
@@ -313,16 +341,16 @@ PROFILES: dict[str, Profile] = {
         perplexity_text="wikitext",
         n_train=None,
         n_eval=None,
-        max_length=512,
+        max_length=384,  # sized by helpers.cost: every notebook within 15 minutes on a fresh T4 runtime
         train_batch_size=16,
         grad_accum=1,
-        sft_steps=150,
+        sft_steps=100,
         sft_learning_rate=2e-4,
         lora_r=16,
         lora_alpha=32,
         gradient_checkpointing=True,
-        dpo_steps=150,
-        dpo_batch_size=16,
+        dpo_steps=60,
+        dpo_batch_size=8,
         dpo_learning_rate=5e-5,
         dpo_beta=0.1,
         eval_batch_size=64,
@@ -330,14 +358,18 @@ PROFILES: dict[str, Profile] = {
         ppl_window=1024,
         ppl_max_tokens=65536,
         quant_group_size=64,  # 960 (hidden size) is not a multiple of 128
-        quant_calibration_samples=128,
+        quant_calibration_samples=32,  # with 2048 characters each: ~16k tokens (cpu: 32 x 1500)
         quant_calibration_chars=2048,
         awq_clip=True,
-        # real data, sized for one T4 session: 800 chat rows into SFT; DPO on 2400 UltraFeedback pairs (150 steps
-        # x 16, one pass) and 300 held-out pairs; streamed, so only these rows are downloaded
+        calibration_sources=("skills",),  # 03/04: docstrings against chat calibration; the mix as well costs ~3 min (helpers.cost)
+        # real data, sized for one T4 session (helpers.cost): 800 chat rows into SFT; DPO on 480 UltraFeedback pairs
+        # (60 steps x 8, one pass) and 300 held-out pairs; streamed, so only these rows are downloaded
         sft_mix_rows=800,
-        preference_rows=2400,
+        preference_rows=480,
         preference_test_rows=300,
+        # GRPO sizes: estimates (not measured on a GPU): 16 prompts x 8 completions per step
+        grpo_steps=100, grpo_prompts_per_step=16, grpo_num_generations=8, grpo_max_completion_length=16,
+        grpo_learning_rate=2e-5, grpo_beta=0.0,
     ),
     "a100": Profile(
         name="a100",
@@ -351,31 +383,41 @@ PROFILES: dict[str, Profile] = {
         perplexity_text="wikitext",
         n_train=None,
         n_eval=None,
-        max_length=1024,
-        train_batch_size=32,
+        max_length=768,   # sized by helpers.cost: every notebook within 15 minutes on a fresh A100 runtime
+        train_batch_size=16,
         grad_accum=1,
-        sft_steps=200,
+        sft_steps=100,
         sft_learning_rate=1e-4,
         lora_r=32,
         lora_alpha=64,
-        gradient_checkpointing=True,  # 32 x 1024 tokens: ~72 GB of activations without it, ~23 GB with (training_memory_gb)
-        dpo_steps=200,
-        dpo_batch_size=32,
+        gradient_checkpointing=True,  # 16 x 768 tokens: ~27 GB of activations without it, ~9 GB with (training_memory_gb)
+        dpo_steps=60,
+        dpo_batch_size=8,
         dpo_learning_rate=2e-5,
         dpo_beta=0.1,
         eval_batch_size=128,
         max_new_tokens=16,
         ppl_window=2048,
-        ppl_max_tokens=262144,
+        ppl_max_tokens=131072,
         quant_group_size=128,
-        quant_calibration_samples=128,
+        quant_calibration_samples=32,  # with 2048 characters each: ~16k tokens (cpu: 32 x 1500)
         quant_calibration_chars=2048,
         awq_clip=True,
-        sft_mix_rows=3200,       # 200 steps x 32: half skills (3.2k rows seen), half chat
-        preference_rows=6400,    # 200 steps x 32, one pass
-        preference_test_rows=1000,
+        calibration_sources=("skills",),  # 03/04: docstrings against chat calibration; the mix as well costs ~3 min (helpers.cost)
+        sft_mix_rows=1600,       # 100 steps x 16 = 1,600 rows seen: about half skills, half chat
+        preference_rows=480,     # 60 steps x 8, one pass
+        preference_test_rows=500,
+        # GRPO sizes: estimates (not measured on a GPU): 32 prompts x 8 completions per step
+        grpo_steps=150, grpo_prompts_per_step=32, grpo_num_generations=8, grpo_max_completion_length=16,
+        grpo_learning_rate=1e-5, grpo_beta=0.0,
     ),
 }
+
+# An L4 (24 GB, compute capability 8.9) or another bf16 card under 30 GiB: the T4's model and sizes in bf16. The
+# a100 profile's 1.7B model is sized for an A100's matrix-product rate, about three times an L4's: there, notebooks
+# would take up to twice the 15 minutes (helpers.cost.estimate with device=DEVICES["l4"]).
+PROFILES["l4"] = replace(PROFILES["t4"], name="l4", precision="bf16",
+                         description="24 GB L4-class GPU: bf16, SmolLM2-360M-Instruct from the Hub (the t4 sizes)")
 
 # `make gpu-check`: the notebooks on the tiny model, on a CUDA device, with T4 settings (fp16 and a gradient scaler)
 # and with A100 settings (bf16). Same sizes as `tiny`, so the whole course runs in minutes; numbers are meaningless.
@@ -385,6 +427,9 @@ for _gpu in ("t4", "a100"):
         gradient_checkpointing=True,
         description=f"the tiny random Llama on a CUDA GPU with {_gpu.upper()} settings ({PROFILES[_gpu].precision}): "
                     "checks the GPU path in minutes, numbers are meaningless")
+
+
+A100_MIN_GIB = 30   # A100/H100-class cards have 40 GB or more; an L4 or A10 (22-24 GiB) computes about 3x slower (helpers.cost)
 
 
 def _cuda_info() -> tuple[bool, tuple[int, int] | None, float | None]:
@@ -406,6 +451,9 @@ def detect_profile_name() -> tuple[str, str]:
     assert cap is not None
     if cap[0] < 8:
         return "t4", f"CUDA compute capability {cap[0]}.{cap[1]} < 8.0 (no bf16), {mem:.0f} GiB"
+    if mem is not None and mem < A100_MIN_GIB:
+        return "l4", (f"CUDA compute capability {cap[0]}.{cap[1]} >= 8.0 (bf16) with {mem:.0f} GiB, under the "
+                      f"{A100_MIN_GIB} GiB of A100-class cards, whose matrix-product rate the a100 profile's 1.7B model is sized for")
     return "a100", f"CUDA compute capability {cap[0]}.{cap[1]} >= 8.0 (bf16), {mem:.0f} GiB"
 
 
@@ -423,7 +471,7 @@ def get_profile(name: str | None = None) -> Profile:
         reason = "passed explicitly"
     if name is None:
         name, reason = detect_profile_name()
-        reason = f"auto-detected: {reason} (override with {ENV_VAR}=tiny|cpu|t4|a100)"
+        reason = f"auto-detected: {reason} (override with {ENV_VAR}=tiny|cpu|t4|l4|a100)"
     key = name.lower()
     if key not in PROFILES:
         raise ProfileError(

@@ -3,7 +3,8 @@
 Each notebook runs top to bottom in a fresh kernel on the detected profile (or COURSE_PROFILE).
 Executed copies go to outputs/executed/, figures to figures/, numbers to results/. The wall time
 of every notebook is written to results/course_run_times.json, under the profile and the precision it ran in
-("cpu-bf16", "cpu-fp32") with the CPU it ran on: a benchmark of the course itself.
+("cpu-bf16", "cpu-fp32") with the CPU it ran on and its matrix-product rate measured just before (the
+yardstick scripts/cost_check.py compares the cost model with): a benchmark of the course itself.
 
 Usage: python scripts/run_course.py [name-prefix ...]     e.g.  python scripts/run_course.py 01 02
 """
@@ -44,6 +45,17 @@ def cpu_kind() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores, {kind}" + (f", limited by {' '.join(limits)}" if limits else "")
 
 
+def matmul_rate(profile) -> dict[str, float] | None:
+    """GFLOP/s of a matrix product at the model's shapes in fp32 and in the precision the profile runs in, measured
+    just before a notebook (helpers.hardware.matmul_gflops); None on GPU profiles."""
+    from helpers.hardware import matmul_gflops
+
+    if profile.needs_cuda:
+        return None
+    kinds = {"fp32", profile.precision if profile.precision in ("fp32", "bf16") else "fp32"}
+    return {k: round(matmul_gflops(k), 1) for k in sorted(kinds)}
+
+
 def main(prefixes: list[str]) -> int:
     profile = get_profile()
     print(f"Running the course on {profile.summary()}")
@@ -65,6 +77,7 @@ def main(prefixes: list[str]) -> int:
         nb = nbformat.read(nb_path, as_version=4)
         client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                 resources={"metadata": {"path": str(nb_path.parent)}})
+        rate = matmul_rate(profile)   # the yardstick for this notebook's time: measured in the same run
         start = time.perf_counter()
         try:
             client.execute()
@@ -78,7 +91,8 @@ def main(prefixes: list[str]) -> int:
         nbformat.write(nb, out)
         print(f"=== {nb_path.name}: {status} in {seconds:.0f} s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
         times.setdefault(run_key(profile), {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
-                                                                "date": time.strftime("%Y-%m-%d"), "cpu": cpu_kind()}
+                                                                "date": time.strftime("%Y-%m-%d"), "cpu": cpu_kind(),
+                                                                "matmul_gflops": rate}
         tmp = times_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(times, indent=2) + "\n")
         tmp.replace(times_path)

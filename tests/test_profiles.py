@@ -29,10 +29,12 @@ def test_env_var_overrides_detection(monkeypatch):
 
 @pytest.mark.parametrize(
     "available,cap,expected",
-    [(False, None, "cpu"), (True, (7, 5), "t4"), (True, (7, 0), "t4"), (True, (8, 0), "a100"), (True, (9, 0), "a100")],
+    [(False, None, "cpu"), (True, (7, 5), "t4"), (True, (7, 0), "t4"), (True, (8, 0), "a100"), (True, (9, 0), "a100"),
+     (True, (8, 9), "l4")],
 )
 def test_detection_with_faked_gpu(monkeypatch, available, cap, expected):
-    fake_cuda(monkeypatch, available, cap, 15.0 if available else None)
+    memory = {"t4": 15.0, "l4": 22.0, "a100": 39.4}.get(expected)   # GiB, as torch reports the cards
+    fake_cuda(monkeypatch, available, cap, memory)
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
     assert detect_profile_name()[0] == expected
     p = get_profile()
@@ -132,8 +134,8 @@ def test_setup_switches_the_hub_off_on_offline_profiles(monkeypatch, capsys):
 
 
 def test_gpu_profiles_fit_their_memory_with_the_settings_they_use(monkeypatch):
-    """The t4 profile (picked on a faked compute-capability-7.5 device) fits a 15 GB T4, the a100 one 40 GB;
-    without gradient checkpointing neither would leave a safe margin."""
+    """The t4 profile (picked on a faked compute-capability-7.5 device) fits a 15 GB T4, the a100 one 40 GB, with
+    room to spare; without gradient checkpointing the margin would be thin (under 40% of the card left)."""
     from helpers.profiles import PROFILES, training_memory_gb
 
     monkeypatch.delenv("COURSE_PROFILE", raising=False)
@@ -141,10 +143,10 @@ def test_gpu_profiles_fit_their_memory_with_the_settings_they_use(monkeypatch):
     t4 = profiles.get_profile()
     assert t4.name == "t4" and t4.precision == "fp16" and t4.gradient_checkpointing
     assert training_memory_gb(t4)["total"] < 0.6 * 15
-    assert training_memory_gb(t4, gradient_checkpointing=False)["total"] > 0.8 * 15
+    assert training_memory_gb(t4, gradient_checkpointing=False)["total"] > 0.6 * 15
     a100 = PROFILES["a100"]
     assert a100.gradient_checkpointing and training_memory_gb(a100)["total"] < 0.6 * 40
-    assert training_memory_gb(a100, gradient_checkpointing=False)["total"] > 40
+    assert training_memory_gb(a100, gradient_checkpointing=False)["total"] > 0.6 * 40
     with pytest.raises(profiles.ProfileError, match="No shape on record"):
         training_memory_gb(PROFILES["tiny"])
 
