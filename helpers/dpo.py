@@ -92,12 +92,23 @@ def preference_rows(profile: Profile, split: str = "dpo_train", n: int | None = 
 
 
 @takes_profile
-def dataset_test_pairs(profile: Profile) -> list[dict] | None:
-    """The held-out pairs of the profile's Hub preference dataset (its test split), or ``None`` when DPO trains on
-    the skills pairs (whose held-out pairs are ``preference_rows(profile, "eval")``)."""
+def dataset_test_pairs(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> list[dict] | None:
+    """The held-out pairs of the profile's Hub preference dataset (its test split) that fit in the ``max_length``
+    DPO trains with, or ``None`` when DPO trains on the skills pairs (whose held-out pairs are
+    ``preference_rows(profile, "eval")``).
+
+    The length filter is the training one (:func:`check_lengths`): pairs longer than ``max_length`` are counted,
+    said and left out, so the held-out score measures the same kind of pair the model trained on, and scoring
+    never meets a 1,000-token answer that training never saw (``tokenizer``: the profile's when not given)."""
     if profile.preference_dataset == "skills":
         return None
-    return clean_pairs(hub_preferences(profile, "test"), name=f"{profile.preference_dataset} test pairs")
+    name = f"{profile.preference_dataset} test pairs"
+    pairs = clean_pairs(hub_preferences(profile, "test"), name=name)
+    if tokenizer is None:
+        from .models import load_tokenizer
+
+        tokenizer = load_tokenizer(profile)
+    return check_lengths(tokenizer, pairs, dpo_config_kwargs(profile, "unused")["max_length"], name=name)
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,6 +123,50 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompt: list[dict], completion: 
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError("The chat template does not extend the prompt with the completion token by token.")
     return list(full_ids), len(prompt_ids)
+
+
+LOGP_CHUNK = 1024          # positions whose log-softmax is computed at once (fp32): 1024 x 49152 x 4 B = 0.2 GB
+SCORING_TOKENS = 4096      # tokens (rows x padded length) per scoring batch: bounds the logits the model returns
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``log softmax(logits)[target]`` per position, in fp32, computed ``chunk`` positions at a time.
+
+    ``logits`` is ``[..., vocab]`` in the model's dtype and ``targets`` has its leading shape. Only one chunk is
+    ever held in fp32 (``chunk x vocab``, default :data:`LOGP_CHUNK`), never an fp32 copy of the whole
+    ``[batch, length, vocab]`` tensor."""
+    chunk = chunk or LOGP_CHUNK
+    flat, ids = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    out = torch.empty(ids.shape, dtype=torch.float32, device=logits.device)
+    for start in range(0, flat.shape[0], chunk):
+        part = flat[start:start + chunk].float()
+        out[start:start + chunk] = part.gather(-1, ids[start:start + chunk, None]).squeeze(-1) - part.logsumexp(-1)
+    return out.reshape(targets.shape)
+
+
+def scoring_batches(lengths: Sequence[int], batch_size: int = 16, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices of the rows to score together: by length (similar lengths share a batch, little padding), at most
+    ``batch_size`` rows and at most ``max_tokens`` tokens per batch counted as rows x the longest row (a row
+    longer than ``max_tokens`` goes alone; default :data:`SCORING_TOKENS`). This bounds the logits a batch makes:
+    ``max_tokens x vocab`` values."""
+    max_tokens = max_tokens or SCORING_TOKENS
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+        batch = batches[-1] if batches else None
+        if batch and len(batch) < batch_size and (len(batch) + 1) * lengths[i] <= max_tokens:
+            batch.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def scoring_memory_gb(rows: int, length: int, vocab: int, dtype_bytes: int = 2, chunk: int | None = None) -> float:
+    """Estimated GB the log-probabilities of one scoring batch take on top of the model (an estimate, not a
+    measurement): the logits the model returns (``rows x length x vocab`` in its dtype) plus one fp32 chunk and
+    the same again for ``logsumexp``'s temporary. Attention and the key/value cache, small next to these at a
+    49k vocabulary, are left out."""
+    chunk = chunk or LOGP_CHUNK
+    return (rows * length * vocab * dtype_bytes + 2 * min(chunk, rows * length) * vocab * 4) / 1e9
 
 
 @torch.no_grad()
@@ -134,12 +189,13 @@ def completion_logps(
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-    out: list[torch.Tensor] = []
+    everything = [_encode(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    out = torch.zeros(len(everything))
     try:
         with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
-            for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
-                encoded = [_encode(tokenizer, p, c) for p, c in zip(prompts[start:start + batch_size],
-                                                                    completions[start:start + batch_size])]
+            for rows in tqdm(scoring_batches([len(ids) for ids, _ in everything], batch_size), desc=desc,
+                             disable=desc is None, leave=False):
+                encoded = [everything[i] for i in rows]
                 width = max(len(ids) for ids, _ in encoded)
                 input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
                 attention = torch.zeros_like(input_ids)
@@ -149,16 +205,16 @@ def completion_logps(
                     attention[i, : len(ids)] = 1
                     mask[i, cut: len(ids)] = True
                 logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-                # log-softmax only where it is needed: the positions that predict a completion token
+                # log-softmax only where it is needed (the positions that predict a completion token), in chunks
                 target_mask = mask[:, 1:].to(device)
-                picked = logits[:, :-1][target_mask].float()
-                token_logp = torch.log_softmax(picked, dim=-1).gather(-1, input_ids[:, 1:].to(device)[target_mask].unsqueeze(-1))
+                token_logp = token_logps(logits[:, :-1][target_mask], input_ids[:, 1:].to(device)[target_mask])
                 sums = torch.zeros(len(encoded), device=device)
-                sums.index_add_(0, target_mask.nonzero()[:, 0], token_logp.squeeze(-1))
-                out.append(sums.cpu())
+                sums.index_add_(0, target_mask.nonzero()[:, 0], token_logp)
+                out[rows] = sums.cpu()
+                del logits
     finally:
         model.train(was_training)
-    return torch.cat(out)
+    return out
 
 
 def dpo_loss(
@@ -201,6 +257,10 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     The same numbers as :func:`completion_logps` on (prompt, chosen) and (prompt, rejected), about three times
     as fast: the tokens all prompts start with (the chat template's system prompt) go through the model once,
     each pair's prompt once, and both answers continue from the key/value cache.
+
+    Memory is bounded whatever the answers' lengths: pairs of similar length are scored together, at most
+    ``batch_size`` of them and :data:`SCORING_TOKENS` tokens per batch (:func:`scoring_batches`), and the
+    log-softmax runs in chunks (:func:`token_logps`); :func:`scoring_memory_gb` estimates the peak.
     """
     was_training = model.training
     model.eval()
@@ -208,18 +268,19 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict], batch_size: int = 16, d
     for (ids_c, cut_c), (ids_r, cut_r) in encoded:
         if ids_c[:cut_c] != ids_r[:cut_r]:
             raise ValueError("Chosen and rejected answers of a pair must follow the same prompt.")
-    chosen, rejected = [], []
+    chosen, rejected = torch.zeros(len(encoded)), torch.zeros(len(encoded))
+    # a batch's tokens: its prompt (after the shared prefix) plus the longer of the two answers
+    sizes = [max(len(ids_c), cut_c + len(ids_r) - cut_r) for (ids_c, cut_c), (ids_r, cut_r) in encoded]
     try:
         with autocast_context(autocast):  # one context for all batches, so the weights are cast to bf16 once
             prefix, cache = shared_prefix_cache(model, [ids[:cut] for (ids, cut), _ in encoded])
-            for start in tqdm(range(0, len(pairs), batch_size), desc=desc, disable=desc is None, leave=False):
-                c, r = _pair_logps(model, tokenizer.pad_token_id, encoded[start:start + batch_size], prefix, cache)
-                chosen.append(c)
-                rejected.append(r)
+            for rows in tqdm(scoring_batches(sizes, batch_size), desc=desc, disable=desc is None, leave=False):
+                c, r = _pair_logps(model, tokenizer.pad_token_id, [encoded[i] for i in rows], prefix, cache)
+                chosen[rows], rejected[rows] = c, r
     finally:
         model.train(was_training)
     lengths = torch.tensor([[len(ids_c) - cut_c, len(ids_r) - cut_r] for (ids_c, cut_c), (ids_r, cut_r) in encoded])
-    return PairScores(torch.cat(chosen), torch.cat(rejected), lengths[:, 0], lengths[:, 1])
+    return PairScores(chosen, rejected, lengths[:, 0], lengths[:, 1])
 
 
 def _positions(mask: torch.Tensor, last: int) -> torch.Tensor:
@@ -242,7 +303,7 @@ def _pair_logps(model, pad: int, encoded: Sequence[tuple[tuple[list[int], int], 
     cache = batch_cache(prefix_kv, len(encoded)) if prefix_kv is not None else None
     out = model(input_ids=prompt_ids[:, shared:], attention_mask=prompt_mask, past_key_values=cache,
                 position_ids=_positions(prompt_mask, width - shared), use_cache=True, logits_to_keep=1)
-    first_logits, cache = out.logits[:, -1:].float(), out.past_key_values
+    first_logits, cache = out.logits[:, -1], out.past_key_values
     sums = []
     for side in (0, 1):
         answers = [enc[side][0][enc[side][1]:] for enc in encoded]
@@ -259,8 +320,9 @@ def _pair_logps(model, pad: int, encoded: Sequence[tuple[tuple[list[int], int], 
         logits = model(input_ids=answer_ids, attention_mask=mask, past_key_values=cache,
                        position_ids=_positions(mask, length), use_cache=True).logits
         # position t of the answer is predicted by the token before it: the prompt's last token for t = 0
-        predicting = torch.cat([first_logits, logits[:, :-1].float()], dim=1)
-        token_logp = torch.log_softmax(predicting, dim=-1).gather(-1, answer_ids.unsqueeze(-1)).squeeze(-1)
+        token_logp = torch.cat([token_logps(first_logits, answer_ids[:, 0])[:, None],
+                                token_logps(logits[:, :-1], answer_ids[:, 1:])], dim=1)
+        del logits
         sums.append((token_logp * answer_mask).sum(dim=1).cpu())
     return sums[0], sums[1]
 
@@ -320,15 +382,44 @@ def check_lengths(tokenizer: PreTrainedTokenizerBase, pairs: Sequence[dict], max
     return within_length(tokenizer, pairs, max_length, name, answers=("chosen", "rejected"))
 
 
-@takes_profile
-def dpo_settings(profile: Profile) -> dict:
-    """What decides a DPO adapter besides the model it starts from: the trainer settings and the pairs."""
+RECIPE_FIELDS = ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "lr_scheduler_type", "warmup_steps", "max_length", "gradient_checkpointing", "bf16", "fp16", "seed",
+                 "data_seed", "beta", "loss_type", "loss_weights")
+
+
+def recipe_settings(config, peft_config: LoraConfig, pairs: Sequence[dict]) -> dict:
+    """What decides a DPO adapter besides the SFT model it starts from, read from the objects the run was built
+    from: the ``DPOConfig`` (or its keyword arguments), the LoRA config and the pairs it trained on (after the length
+    check). Notebook 02 records this in its adapter's manifest, so an edited ``DPOConfig`` cell or your own pairs
+    give an adapter that notebooks 03-07 do not take for the profile's (:func:`dpo_settings`)."""
     from .artifacts import content_hash
 
-    config = dpo_config_kwargs(profile, "unused")
-    config.pop("output_dir")
-    return {"profile": profile.name, "dpo_config": config,
-            "pairs_sha256": content_hash(preference_rows(profile, "dpo_train"))}
+    def plain(value):
+        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    import dataclasses
+
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(DPOConfig) if f.name in RECIPE_FIELDS
+                and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
+    trainer = {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS}   # arguments left out: TRL's default
+    lora = {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
+            "lora_targets": sorted(peft_config.target_modules)}
+    return {"dpo_config": trainer, **lora, "pairs_sha256": content_hash(list(pairs))}
+
+
+@takes_profile
+def dpo_settings(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> dict:
+    """:func:`recipe_settings` of notebook 02's recipe on this profile: the profile's ``DPOConfig`` arguments (no
+    config object is built: that would reset Accelerate's state), its LoRA config and its pairs after the length check."""
+    from types import SimpleNamespace
+
+    from .models import load_tokenizer
+
+    config = SimpleNamespace(**dpo_config_kwargs(profile, "unused"))
+    pairs = check_lengths(tokenizer or load_tokenizer(profile), preference_rows(profile, "dpo_train"), profile.max_length)
+    return recipe_settings(config, lora_config(profile), pairs)
 
 
 @takes_profile
@@ -345,6 +436,7 @@ def train_dpo(
     pairs = clean_pairs(pairs, name="DPO training pairs")
     config = dpo_config(profile, output_dir or outputs_dir("trainer", f"dpo_{profile.name}"), **config_overrides)
     pairs = check_lengths(tokenizer, pairs, config.max_length)
+    print(training_passes(config, len(pairs), "DPO"))
     trainer = DPOTrainer(
         model=model,
         args=config,
@@ -353,6 +445,14 @@ def train_dpo(
         peft_config=peft_config or lora_config(profile),
     )
     return run_trainer(trainer)
+
+
+def training_passes(config, n_rows: int, what: str = "training") -> str:
+    """One line: how many rows ``config``'s steps draw (steps x batch x accumulation) and how many passes over the
+    ``n_rows`` rows that fit that is, so "one pass" is not claimed where the length filter left half the rows out."""
+    drawn = config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps
+    return (f"{what}: {config.max_steps} steps draw {drawn} rows from the {n_rows} that fit: "
+            f"{drawn / n_rows:.2f} passes over them.")
 
 
 @torch.no_grad()

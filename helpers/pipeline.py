@@ -67,11 +67,39 @@ def sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
 
 
 @takes_profile
-def dpo_inputs(profile: Profile, sft_dir: Path) -> dict:
-    """What decides notebook 02's DPO adapter: its trainer settings and pairs, and the SFT model it starts from."""
+def dpo_inputs(profile: Profile, sft_dir: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> dict:
+    """What notebook 02's recipe on this profile would record for its DPO adapter: trainer settings, LoRA config and
+    pairs (:func:`helpers.dpo.dpo_settings`), and the SFT model it starts from."""
     from .dpo import dpo_settings
 
-    return {"sft_model": fingerprint(sft_dir), **dpo_settings(profile)}
+    return {"sft_model": fingerprint(sft_dir), **dpo_settings(profile, tokenizer)}
+
+
+def dpo_run_inputs(config, peft_config, pairs, sft_dir: Path) -> dict:
+    """What decided a DPO adapter that was just trained, read from the run's own ``DPOConfig``, LoRA config and
+    pairs: the manifest notebook 02 writes. Equal to :func:`dpo_inputs` only when the run used notebook 02's recipe."""
+    from .dpo import recipe_settings
+
+    return {"sft_model": fingerprint(sft_dir), **recipe_settings(config, peft_config, pairs)}
+
+
+@takes_profile
+def dpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """Whether notebooks 03-07 will reuse the DPO adapter saved at ``adapter`` (its manifest equals what notebook
+    02's recipe on this profile records), and if not, which settings differ."""
+    import json
+
+    wanted = json.loads(json.dumps(dpo_inputs(profile, sft_dir, tokenizer), default=str))
+    recorded = (read_manifest(adapter) or {}).get("inputs") or {}
+    if recorded == wanted:
+        return "Notebooks 03-07 will reuse this adapter: it was trained with notebook 02's recipe for this profile."
+    changed = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
+    if "dpo_config" in changed:
+        changed.remove("dpo_config")
+        changed += sorted(f"dpo_config.{k}" for k in set(wanted["dpo_config"]) | set(recorded.get("dpo_config", {}))
+                          if wanted["dpo_config"].get(k) != recorded.get("dpo_config", {}).get(k))
+    return (f"Not the profile's recipe ({', '.join(changed)} differ): notebooks 03-07 will not take this adapter for "
+            "notebook 02's; they train one with the profile's recipe (helpers.pipeline.dpo_merged).")
 
 
 @takes_profile
@@ -130,4 +158,4 @@ def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_s
     return folder, seconds
 
 
-__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "quantized", "quantize_inputs"]
+__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line", "quantized", "quantize_inputs"]

@@ -23,16 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers package
 
-from datasets import Dataset
-from trl import DPOTrainer
+from helpers import setup
+from helpers.errors import DataError, OutputPathError
+from helpers.paths import check_replaceable, outputs_dir
+from helpers.profiles import ProfileError
 
-from helpers import Profile, get_profile, setup
-from helpers import data, dpo, models, pipeline, training
-from helpers.artifacts import content_hash
-from helpers.isolated import MemoryMonitor, save_run
-from helpers.paths import outputs_dir
+from sft import checked_profile, model_folder_problem, positive  # noqa: E402  (scripts/sft.py, next to this file)
 
-from sft import positive  # noqa: E402  (scripts/sft.py, next to this file)
+# torch, TRL and the models are imported in main(), after every argument, path and the --data file are checked
 
 
 def columns(text: str) -> dict[str, str]:
@@ -40,6 +38,10 @@ def columns(text: str) -> dict[str, str]:
     pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
     if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
         raise argparse.ArgumentTypeError(f"{text!r}: write course=yours pairs, e.g. prompt=question,chosen=good,rejected=bad")
+    ours = [k.strip() for k, _ in pairs]
+    if twice := sorted({k for k in ours if ours.count(k) > 1}):
+        raise argparse.ArgumentTypeError(f"{text!r} maps {', '.join(twice)} more than once; give each of the course's "
+                                         "columns one column of your file, e.g. prompt=question,chosen=good,rejected=bad")
     return {k.strip(): v.strip() for k, v in pairs}
 
 
@@ -57,43 +59,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--beta", type=positive(float))
     parser.add_argument("--output-dir", help="where the adapter goes (default outputs/dpo/<profile>: notebook 02's)")
     parser.add_argument("--trained-by", default="scripts/dpo.py", help="recorded in train_info.json")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        if args.columns and not args.data:
+            raise ValueError("--columns maps the columns of your --data file; give --data too.")
+        if args.data and args.preference_dataset:
+            raise ValueError(f"give --data (your file) or --preference-dataset ({args.preference_dataset}), not both.")
+        args.profile_obj = checked_profile(args)
+        if args.model and (problem := model_folder_problem(args.model)):
+            raise ValueError(f"--model: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the SFT "
+                             "model folder (config.json and weights), or leave --model out to use notebook 01's.")
+        if args.output_dir:
+            check_replaceable(args.output_dir, "--output-dir")
+        args.pairs = own_pairs(args.data, args.columns) if args.data else None   # your file: read and checked now
+    except (ValueError, OutputPathError, ProfileError) as exc:
+        parser.error(str(exc))   # exit 2 with the message, before any model is loaded or built
+    return args
+
+
+def own_pairs(path: str, mapping: dict[str, str] | None) -> list[dict]:
+    """The usable pairs of your ``--data`` file (``helpers.data.load_own``; rows it cannot use are listed and left
+    out), or DataError, before the SFT model is built."""
+    from helpers import data
+
+    try:
+        return data.load_own(path, "preference", mapping)
+    except DataError as exc:
+        raise ValueError(f"--data {path}: {exc}" + ("" if mapping else " (--columns maps your column names to "
+                         "prompt, chosen and rejected)")) from None
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    if args.columns and not args.data:
-        sys.exit("--columns maps the columns of your --data file; give --data too.")
-    profile = Profile.from_json(Path(args.profile_json).read_text()) if args.profile_json else get_profile(args.profile)
+    args = parse_args(argv)   # every argument, path and your --data file checked before anything is loaded
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from helpers import data, dpo, models, pipeline, training
+    from helpers.isolated import MemoryMonitor, save_run
+
+    profile = args.profile_obj
     overrides = {"dpo_steps": args.max_steps, "dpo_learning_rate": args.learning_rate, "dpo_beta": args.beta,
                  "preference_dataset": args.preference_dataset}
     profile = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
     profile = setup(f"{args.trained_by}: DPO, fresh process", profile=profile)
-    output_dir = Path(args.output_dir or training.adapter_dir(profile, "dpo"))
+    output_dir = check_replaceable(args.output_dir or training.adapter_dir(profile, "dpo"), "--output-dir")
     memory = MemoryMonitor()
     # DPOConfig(...) of notebook 02's section 4 (helpers.dpo.dpo_config_kwargs); building it also sets up the
     # processes under `accelerate launch` (gloo on CPU, NCCL on GPUs)
     config = dpo.dpo_config(profile, str(outputs_dir("trainer", f"dpo_script_{profile.name}")))
     tokenizer = models.load_tokenizer(profile)
-    with config.main_process_first(desc="SFT model and pairs"):   # the first process builds what is missing
-        sft_dir = Path(args.model) if args.model else pipeline.sft_merged(profile, tokenizer)
-        pairs = (data.load_own(args.data, "preference", args.columns) if args.data
-                 else dpo.preference_rows(profile, "dpo_train"))
+    with config.main_process_first(desc="pairs"):   # the first process reads (or streams) the pairs
+        pairs = args.pairs if args.pairs is not None else dpo.preference_rows(profile, "dpo_train")
+    # the pairs are checked before the SFT model is built (minutes on a GPU profile) or loaded
     pairs = dpo.check_lengths(tokenizer, dpo.clean_pairs(pairs, name="DPO training pairs"), config.max_length)
+    with config.main_process_first(desc="SFT model"):   # the first process builds it when it is missing
+        sft_dir = Path(args.model) if args.model else pipeline.sft_merged(profile, tokenizer)
     trainer = DPOTrainer(
         model=models.load_model(profile, str(sft_dir)),   # the reference is this model with the new adapter off
         args=config,
         train_dataset=Dataset.from_list(pairs),
         processing_class=tokenizer,
-        peft_config=training.lora_config(profile),
+        peft_config=(peft_config := training.lora_config(profile)),
         callbacks=[memory.callback],
     )
     with training.hardware_fixes(trainer):
         trainer.train()
 
-    inputs = pipeline.dpo_inputs(profile, sft_dir)   # what notebook 02's adapter is checked against
-    if args.data:
-        inputs["pairs_sha256"] = content_hash(pairs)
+    # the manifest records what ran (config, LoRA, pairs); with the defaults it equals pipeline.dpo_inputs
+    inputs = pipeline.dpo_run_inputs(config, peft_config, pairs, sft_dir)
     return save_run(trainer, profile, output_dir, inputs, memory, args.trained_by, kind="dpo", pairs=len(pairs),
                     train_seconds=trainer.state.log_history[-1].get("train_runtime"), sft_model=str(sft_dir),
                     data=args.data or profile.preference_dataset)

@@ -246,3 +246,56 @@ def test_notebook_02_and_scripts_dpo_build_the_same_config(name):
     out = str(outputs_dir("trainer", f"dpo_{profile.name}"))
     scope = {"profile": profile, "training": training, "outputs_dir": outputs_dir, "DPOConfig": DPOConfig}
     assert assignment("02_dpo", "config", "DPOConfig", scope).to_dict() == dpo.dpo_config(profile, out).to_dict()
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_the_manifest_records_what_ran_not_the_profile(name, tmp_path):
+    """Notebook 02 saves its adapter with pipeline.dpo_run_inputs(config, peft_config, train_pairs, sft_dir): equal to
+    what the pipeline asks of notebook 02's adapter when the cell ran the profile's recipe, and different when a
+    student edited the DPOConfig cell or trained on other pairs (then 03-07 must not reuse it as the profile's)."""
+    from dataclasses import replace
+
+    from helpers import pipeline, training
+    from helpers.models import load_tokenizer
+    from helpers.paths import outputs_dir
+    from notebook_code import assignment
+    from trl import DPOConfig
+
+    profile = get_profile(name)
+    tokenizer = load_tokenizer(profile)
+    sft_dir = tmp_path / "sft"
+    sft_dir.mkdir()
+    (sft_dir / "model.safetensors").write_bytes(b"weights")
+    scope = {"DPOConfig": DPOConfig, "profile": profile, "training": training, "outputs_dir": outputs_dir}
+    cell = assignment("02_dpo", "config", "DPOConfig", scope)   # the notebook's own DPOConfig(...) call
+    pairs = dpo.check_lengths(tokenizer, dpo.preference_rows(profile, "dpo_train"), cell.max_length)
+    peft = training.lora_config(profile)
+    wanted = pipeline.dpo_inputs(profile, sft_dir, tokenizer)
+    assert pipeline.dpo_run_inputs(cell, peft, pairs, sft_dir) == wanted
+    edited = DPOConfig(**{**cell.to_dict(), "beta": cell.beta * 4, "output_dir": str(tmp_path / "o")})  # exercise 1
+    assert pipeline.dpo_run_inputs(edited, peft, pairs, sft_dir)["dpo_config"]["beta"] == cell.beta * 4
+    assert pipeline.dpo_run_inputs(edited, peft, pairs, sft_dir) != wanted
+    assert pipeline.dpo_run_inputs(cell, peft, pairs[:-1], sft_dir) != wanted          # own data / other pairs
+    assert pipeline.dpo_run_inputs(cell, training.lora_config(replace(profile, lora_r=2 * profile.lora_r)), pairs,
+                                   sft_dir) != wanted
+
+
+def test_the_reuse_line_names_what_differs(tmp_path):
+    from helpers import pipeline, training
+    from helpers.artifacts import write_manifest
+    from helpers.models import load_tokenizer
+
+    profile = get_profile("tiny")
+    tokenizer = load_tokenizer(profile)
+    sft_dir, adapter = tmp_path / "sft", tmp_path / "dpo"
+    for d in (sft_dir, adapter):
+        d.mkdir()
+    (sft_dir / "model.safetensors").write_bytes(b"weights")
+    write_manifest(adapter, pipeline.dpo_inputs(profile, sft_dir, tokenizer))
+    assert "will reuse" in pipeline.dpo_reuse_line(profile, sft_dir, adapter, tokenizer)
+    config = dpo.dpo_config_kwargs(profile, "unused", learning_rate=1e-3)
+    from types import SimpleNamespace
+    pairs = dpo.check_lengths(tokenizer, dpo.preference_rows(profile, "dpo_train"), profile.max_length)
+    write_manifest(adapter, pipeline.dpo_run_inputs(SimpleNamespace(**config), training.lora_config(profile), pairs, sft_dir))
+    line = pipeline.dpo_reuse_line(profile, sft_dir, adapter, tokenizer)
+    assert "Not the profile's recipe" in line and "dpo_config.learning_rate" in line
