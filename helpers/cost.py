@@ -417,19 +417,26 @@ def plan(profile_names=("t4", "l4", "a100"), fresh_runtime: bool = True) -> list
 
 
 def budget_line(notebook: str, profile_names=("t4", "l4", "a100")) -> str:
-    """One line for a notebook's budget: the estimate on each GPU profile, fresh runtime and with Drive."""
+    """One line for a notebook's budget: the estimate on each GPU profile, fresh runtime and with Drive (the
+    notebooks' "On a GPU" line, written by scripts/sync_estimates.py)."""
     parts = []
     for name in profile_names:
         fresh = estimate(PROFILES[name], notebook)
         kept = estimate(PROFILES[name], notebook, fresh_runtime=False)
-        parts.append(f"{name}: about {fresh.minutes:.0f} min on a fresh runtime"
+        parts.append(f"`{name}` about {fresh.minutes:.0f} min on a fresh runtime"
                      + (f" ({kept.minutes:.0f} with artifacts kept on Drive)" if fresh.rebuild_seconds else "")
                      + f", peak {fresh.memory_gb:.0f} GB")
-    return "Estimated, not measured (helpers.cost): " + "; ".join(parts) + "."
+    return "; ".join(parts) + "."
+
+
+def notebooks() -> tuple[str, ...]:
+    """The notebooks the cost model plans (every numbered notebook of the course)."""
+    return NOTEBOOKS
 
 
 __all__ = ["Device", "DEVICES", "Work", "Estimate", "NOTEBOOKS", "NEEDS", "TIME_LIMIT_S", "cpu_device",
-           "notebook_work", "notebook_memory_gb", "seconds_of", "estimate", "plan", "budget_line", "shape",
+           "notebook_work", "notebook_memory_gb", "seconds_of", "estimate", "plan", "budget_line", "notebooks", "shape",
+           "rebuild_note",
            "sft_tokens_per_step", "dpo_tokens_per_step", "calibration_tokens"]
 
 

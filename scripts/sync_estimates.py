@@ -1,0 +1,102 @@
+"""Write the cost model's estimates (helpers.cost) into the README and into each notebook's budget cell.
+
+The README's "Cost model" table (between its estimates markers) and each notebook's "**On a GPU**" line are
+rendered from helpers.cost and results/cost_check.json, never typed; tests/test_cost.py fails while either is out of
+step. Run it after changing a profile's sizes or the cost model:
+
+    python scripts/sync_estimates.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helpers import cost  # noqa: E402
+from helpers.profiles import PROFILES, training_memory_gb  # noqa: E402
+
+START, END = "<!-- estimates:start -->", "<!-- estimates:end -->"
+GPU_LINE = "**On a GPU**"
+GPUS = ("t4", "l4", "a100")
+
+
+def readme_block(cost_check: dict | None = None) -> str:
+    """The README's table of estimates (every notebook on every GPU profile) and, when there is one, the CPU check."""
+    lines = ["| notebook | " + " | ".join(f"`{g}`: fresh runtime / artifacts on Drive, peak" for g in GPUS) + " |",
+             "|---|" + "---|" * len(GPUS)]
+    for nb in cost.notebooks():
+        cells = []
+        for g in GPUS:
+            fresh, kept = cost.estimate(PROFILES[g], nb), cost.estimate(PROFILES[g], nb, fresh_runtime=False)
+            cells.append(f"{fresh.minutes:.1f} / {kept.minutes:.1f} min, {fresh.memory_gb:.1f} GB")
+        lines.append(f"| {nb} | " + " | ".join(cells) + " |")
+    lines += ["", "| profile | model | precision | SFT steps × batch × max_length | DPO steps × pairs | "
+              "estimated LoRA SFT peak (with / without gradient checkpointing) |", "|---|---|---|---|---|---|"]
+    for g in GPUS:
+        p = PROFILES[g]
+        on, off = (training_memory_gb(p, c)["total"] for c in (True, False))
+        lines.append(f"| `{g}` | {p.model_id} | {p.precision} | {p.sft_steps} × {p.train_batch_size} × {p.max_length} | "
+                     f"{p.dpo_steps} × {p.dpo_batch_size} | {on:.1f} / {off:.1f} GB |")
+    lines += ["", "Rates assumed (`helpers.cost.DEVICES`; estimates, not measurements):", ""]
+    lines += [f"- {d.name}: {d.matmul_tflops:g} TFLOPS effective, {d.bandwidth_gbs:g} GB/s, {1000 * d.step_overhead_s:g} ms "
+              f"per forward call, {d.quant_layer_overhead_s:g} s per quantized Linear, download {d.download_mbs:g} MB/s, "
+              f"install {d.install_s:g} s; planned within {d.memory_gb:g} GB" for d in cost.DEVICES.values()]
+    if cost_check and cost_check.get("rows"):
+        lines += ["", "The same model on the `cpu` profile, with the matrix-product rate each run measured just before "
+                  "the notebook (`scripts/cost_check.py`, `results/cost_check.json`):", "",
+                  "| run | notebook | CPU | date | GFLOP/s | estimate | measured | measured / estimate |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in cost_check["rows"]:
+            lines.append(f"| {r['run']} | {r['notebook']}{' (rebuilds counted)' if r.get('rebuilds_counted') else ''} | "
+                         f"{r['cpu']} | {r['date']} | {r['matmul_gflops']:.0f} | {r['estimate_s']:.0f} s | "
+                         f"{r['measured_s']:.0f} s | {r['measured_over_estimate']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def gpu_line(notebook: str) -> str:
+    return (f"{GPU_LINE}, estimated from the profile's sizes by `helpers.cost`, not measured (no GPU has run this "
+            f"course yet; README, *Cost model*): {cost.budget_line(notebook, GPUS)}")
+
+
+def synced_notebook(nb: dict, notebook: str) -> dict:
+    """``nb`` with its budget cell's GPU line replaced by (or extended with) today's estimate."""
+    for cell in nb["cells"]:
+        text = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and "**Budget**" in text:
+            kept = [line for line in text.split("\n") if not line.startswith(GPU_LINE)]
+            while kept and not kept[-1].strip():
+                kept.pop()
+            cell["source"] = "\n".join(kept + ["", gpu_line(notebook)]).splitlines(keepends=True)
+            return nb
+    raise SystemExit(f"{notebook}: no markdown cell with **Budget**: add one (see notebook 01).")
+
+
+def main() -> int:
+    check_path = ROOT / "results" / "cost_check.json"
+    check = json.loads(check_path.read_text()) if check_path.is_file() else None
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text:
+        raise SystemExit(f"README.md has no {START} ... {END} block.")
+    new = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", lambda _: f"{START}\n{readme_block(check)}{END}", text, flags=re.S)
+    if new != text:
+        readme.write_text(new)
+        print("README: estimates updated")
+    for nb_name in cost.notebooks():
+        path = ROOT / "notebooks" / f"{nb_name}.ipynb"
+        nb = json.loads(path.read_text())
+        before = json.dumps(nb)
+        nb = synced_notebook(nb, nb_name)
+        if json.dumps(nb) != before:
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            print(f"{path.name}: GPU estimate updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
