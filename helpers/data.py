@@ -15,13 +15,23 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .errors import DataError, RowError
-from .hub_data import spec, stream_rows
+from .hub_data import first_exchanges, spec, stream_rows
 from .paths import DATA_DIR
 from .profiles import Profile, takes_profile
 
 SKILL_COLUMNS = ("id", "skill", "prompt", "answer", "answers", "wrong", "case_sensitive")
 SPLITS = ("sft_train", "dpo_train", "eval")
 REGENERATE = "python -m helpers.skills"
+
+
+def _encoding_hint(raw: bytes) -> str:
+    """What a file that is not UTF-8 seems to be instead (UTF-16 and UTF-32 have a byte-order mark or zero
+    bytes between ASCII letters), in brackets, to follow "Save the file as UTF-8"."""
+    head = raw[:4096]
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\x00") > len(head) // 4:
+        return (" (it looks like UTF-16 or UTF-32, which some editors and Excel's 'Unicode text' write; in Python: "
+                "path.write_text(path.read_text('utf-16'), 'utf-8'))")
+    return " (it may be Latin-1 or Windows-1252 now)"
 
 
 def read_jsonl(path: str | Path, line_numbers: bool = False) -> list[dict[str, Any]]:
@@ -40,17 +50,18 @@ def read_jsonl(path: str | Path, line_numbers: bool = False) -> list[dict[str, A
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(f"{path}, line {lineno}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
-                                f"{exc.start + 1}). Save the file as UTF-8.") from exc
+                                f"{exc.start + 1}). Save the file as UTF-8{_encoding_hint(path.read_bytes())}.") from exc
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}, line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}). "
-                                "Each line must hold one JSON object.") from exc
+                                "Fix that line so that it holds one JSON object (check its quotes, commas and "
+                                "brackets), or regenerate the shipped data with `" + REGENERATE + "`.") from exc
             if not isinstance(row, dict):
                 raise DataError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}. "
-                                "Each line must hold one JSON object such as {\"prompt\": ..., ...}.")
+                                "Write each line as one JSON object such as {\"prompt\": ..., ...}.")
             rows.append(row)
             lines.append(lineno)
     if not rows:
@@ -107,7 +118,7 @@ def check_rows(rows: Any, columns: dict[str, Any], name: str, fix: str, lines: S
     with each, and ``fix``; returns the rows as a list."""
     rows = require_sequence(rows, name, '[{"prompt": ..., ...}, ...]')
     if not rows:
-        raise DataError(f"The {name} is empty: there is nothing to train or evaluate on.")
+        raise DataError(f"The {name} is empty: there is nothing to train or evaluate on. Give at least one row.")
     problems = []
     for i, row in enumerate(rows):
         where = f"line {lines[i]}" if lines else f"row {i}"
@@ -169,18 +180,21 @@ def _prompt(value: Any, column: str) -> str | None:
 
 
 EVAL_CHECKS = {"prompt": _prompt, "answers": _answers, "skill": _text}
-CONVERSATIONAL_FIX = ("Each row needs 'prompt' (user messages) and {answers} (assistant messages); "
-                      "data.normalize_sft_row / data.normalize_preference_row turn common Hub schemas into this form.")
+CONVERSATIONAL_FIX = ("Each row needs {columns}: add what is missing to every row, or let data.normalize_sft_row / "
+                      "data.normalize_preference_row turn common Hub schemas (and data.load_own your own file) into "
+                      "this form.")   # one remedy, in the same words, for the SFT and the DPO paths
 
 
 def check_sft_rows(rows: Any, name: str = "SFT training data") -> list[dict]:
     """Validate conversational prompt-completion rows (every row); see :func:`check_rows`."""
-    return check_rows(rows, SFT_CHECKS, name, CONVERSATIONAL_FIX.format(answers="'completion'"))
+    return check_rows(rows, SFT_CHECKS, name, CONVERSATIONAL_FIX.format(
+        columns="'prompt' (user messages) and 'completion' (assistant messages)"))
 
 
 def check_preference_rows(rows: Any, name: str = "preference data") -> list[dict]:
     """Validate conversational preference rows (every row); see :func:`check_rows`."""
-    return check_rows(rows, PREFERENCE_CHECKS, name, CONVERSATIONAL_FIX.format(answers="'chosen' and 'rejected'"))
+    return check_rows(rows, PREFERENCE_CHECKS, name, CONVERSATIONAL_FIX.format(
+        columns="'prompt' (user messages) and 'chosen' and 'rejected' (assistant messages)"))
 
 
 def check_skill_rows(rows: Any, name: str = "skills evaluation rows", lines: Sequence[int] | None = None) -> list[dict]:
@@ -197,8 +211,9 @@ def check_eval_rows(rows: Any, name: str = "evaluation rows") -> list[dict]:
 
 def require_columns(rows: Sequence[dict], required: Iterable[str], name: str = "dataset") -> None:
     """Raise :class:`DataError` if ``rows`` is empty or any row lacks a required column (naming the row)."""
+    required = list(required)
     check_rows(rows, dict.fromkeys(required), name,
-               "Normalise it first (see helpers.data.normalize_sft_row / normalize_preference_row).")
+               CONVERSATIONAL_FIX.format(columns=" and ".join(f"'{c}'" for c in required)))
 
 
 def within_length(tokenizer, rows: Sequence[dict], max_length: int, name: str = "SFT training data",
@@ -234,7 +249,7 @@ def load_skills(split: str, n: int | None = None, data_dir: str | Path | None = 
     a small ``n`` still covers every skill.
     """
     if split not in SPLITS:
-        raise DataError(f"Unknown skills split '{split}'. Valid splits: {', '.join(SPLITS)}.")
+        raise DataError(f"Unknown skills split '{split}'. Valid splits: {', '.join(SPLITS)}; use one of them.")
     path = Path(data_dir or DATA_DIR) / f"skills_{split}.jsonl"
     rows, lines = read_jsonl(path, line_numbers=True)
     check_skill_rows(rows, f"skills split '{split}' ({path})", lines)
@@ -350,12 +365,12 @@ def normalize_rows(rows: Any, normalize, name: str) -> list[dict]:
     """Apply ``normalize`` to every row; one :class:`DataError` lists each row it refused (index and rule)."""
     rows = require_sequence(rows, name, "[row, row, ...]")
     out, refused = row_problems(rows, normalize)
-    problems = [f"row {p['row']}: {p['rule']}" for p in refused]
+    problems = [f"row {p['row']}: {p['rule']}  ->  {p['fix']}" for p in refused]
     if problems:
         raise DataError(f"The {name}: {len(problems)} of {len(rows)} rows break their schema:{_listing(problems)}\n"
                         "Fix or drop those rows before training.")
     if not out:
-        raise DataError(f"The {name} is empty: there is nothing to train on.")
+        raise DataError(f"The {name} is empty: there is nothing to train on. Give at least one row.")
     return out
 
 
@@ -474,9 +489,15 @@ def usable_rows(rows: Any, normalize, name: str, lines: Sequence[int] | None = N
         if len(refused) > SHOWN_PROBLEMS:
             print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more (data.row_problems lists them all)")
     if not kept:
+        first = refused[0] if refused else {"row": "-", "rule": "no rows", "fix": "give rows"}
+        where = first["row"] if str(first["row"]).startswith("line") else f"row {first['row']}"
+        alike = len(refused) > 1 and len({p["rule"] for p in refused}) == 1
         raise DataError(f"The {name}: none of its {total} rows can be used, so there is nothing to train on. The "
-                        f"first problem: {refused[0]['rule'] if refused else 'no rows'}; "
-                        f"{refused[0]['fix'] if refused else 'give rows'}.")
+                        f"first problem ({where}): {str(first['rule']).rstrip().rstrip('.')}. What to do: "
+                        f"{str(first['fix']).rstrip().rstrip('.')}." + (
+                            " Every row breaks this same rule: check the data's source and the column mapping "
+                            "(which of your columns is the prompt, which the answers) rather than row by row."
+                            if alike else ""))
     print(f"{name}: {len(kept)} usable rows.")
     return kept
 
@@ -506,13 +527,17 @@ def read_records(path: str | Path) -> tuple[list[dict], list[int], list[dict], l
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[:exc.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}). Save the file as "
-                        "UTF-8.") from exc
+                        f"UTF-8{_encoding_hint(exc.object)}.") from exc
     records, lines, problems = [], [], []
+    # lines end at "\n" (or "\r\n") only: str.splitlines() would also split at U+2028, U+0085, form feeds ..., which
+    # JSON strings and CSV cells may hold (text pasted from web pages), and number every later line wrong
+    file_lines = text.split("\n")
     if suffix == ".csv":
-        reader = csv.DictReader(text.splitlines(keepends=True))
+        reader = csv.DictReader(line + "\n" for line in file_lines)
         columns = list(reader.fieldnames or [])
         if not columns:
-            raise DataError(f"{path} is empty: the first line must name the columns.")
+            raise DataError(f"{path} is empty: write a first line that names the columns (e.g. prompt,completion), "
+                            "then one row per line.")
         for row in reader:
             if None in row:   # more cells than the header names
                 problems.append({"row": f"line {reader.line_num}", "rule": f"{len(columns) + len(row[None])} cells "
@@ -522,7 +547,7 @@ def read_records(path: str | Path) -> tuple[list[dict], list[int], list[dict], l
             lines.append(reader.line_num)
     else:
         columns = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(file_lines, start=1):
             if not line.strip():
                 continue
             try:
@@ -539,7 +564,8 @@ def read_records(path: str | Path) -> tuple[list[dict], list[int], list[dict], l
             records.append(row)
             lines.append(lineno)
     if not records and not problems:
-        raise DataError(f"{path} holds no rows.")
+        raise DataError(f"{path} holds no rows. Add rows: one JSON object per line (.jsonl), or a header line and "
+                        "one line per row (.csv).")
     return records, lines, problems, columns
 
 
@@ -551,13 +577,29 @@ def load_own(path: str | Path, kind: str = "sft", columns: dict[str, str] | None
     "reply"}``; an optional ``"system"`` column becomes a system message. Every row that cannot be used is printed
     with its line, the rule it breaks and what to do, and left out; a file with no usable row is refused."""
     if kind not in OWN_KINDS:
-        raise DataError(f"kind must be one of {list(OWN_KINDS)}, got {kind!r}.")
+        raise DataError(f"kind must be one of {list(OWN_KINDS)}, got {kind!r}: use kind='sft' (prompt and "
+                        "completion) or kind='preference' (prompt, chosen and rejected).")
     columns = dict(columns or {})
     unknown = [c for c in columns if c not in OWN_KINDS[kind]]
     if unknown:
         raise DataError(f"columns maps {unknown}, which {kind} rows do not have; map some of {list(OWN_KINDS[kind])} "
                         "to your file's column names, e.g. {'prompt': 'question'}.")
+    shared = {}
+    for ours, theirs in columns.items():
+        shared.setdefault(theirs, []).append(ours)
+    if clash := {theirs: ours for theirs, ours in shared.items() if len(ours) > 1}:
+        named = "; ".join(f"{' and '.join(repr(o) for o in ours)} to the same column '{theirs}'"
+                          for theirs, ours in clash.items())
+        raise DataError(f"columns maps {named}: each row would use the same text twice (e.g. an answer equal to its "
+                        "prompt). Map each of the course's columns to a different column of your file.")
     records, lines, problems, present = read_records(path)
+    needed = {"sft": ("prompt", "completion") if {"prompt", "completion"} & set(columns) else (),
+              "preference": ("chosen", "rejected")}[kind]
+    if unmapped := [c for c in needed if c not in columns and c not in present]:
+        example = ", ".join(f"'{c}': '<your column>'" for c in unmapped)
+        raise DataError(f"{path} has no column {', '.join(repr(c) for c in unmapped)} and columns maps none to it; "
+                        f"its columns are {present}. Add it to the mapping, e.g. columns={{..., {example}}}"
+                        " (scripts/dpo.py: --columns prompt=...,chosen=...,rejected=...).")
     absent = {ours: theirs for ours, theirs in columns.items() if theirs not in present}
     if absent:
         import difflib
@@ -593,8 +635,9 @@ def load_own(path: str | Path, kind: str = "sft", columns: dict[str, str] | None
 
 
 def hub_sft_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None) -> list[dict]:
-    """``n`` rows of a chat SFT set as prompt-completion rows; unusable rows are reported (row, rule, fix)."""
-    rows = stream_rows(dataset_id, split, n, hub_data)
+    """``n`` rows of a chat SFT set as prompt-completion rows, each conversation cut after its first exchange
+    (:func:`helpers.hub_data.first_exchanges`, which reports the kept share); unusable rows are reported."""
+    rows = first_exchanges(stream_rows(dataset_id, split, n, hub_data), f"{dataset_id} [{split}]")
     return usable_rows(rows, normalize_sft_row, f"{dataset_id} [{split}]")
 
 
@@ -625,7 +668,7 @@ def hub_preferences(profile: Profile, split: str = "train") -> list[dict]:
         raise DataError(f"preference_dataset={profile.preference_dataset!r} is a {info.kind} dataset; name a "
                         "preference set (e.g. HuggingFaceH4/ultrafeedback_binarized, Anthropic/hh-rlhf) or 'skills'.")
     if split not in ("train", "test"):
-        raise DataError(f"split must be 'train' or 'test', got {split!r}.")
+        raise DataError(f"split must be 'train' or 'test', got {split!r}: use one of them.")
     name, n = (info.train, profile.preference_rows) if split == "train" else (info.test, profile.preference_test_rows)
     return hub_preference_rows(profile.preference_dataset, name, n, profile.hub_data)
 
@@ -654,5 +697,5 @@ def as_dataset(rows: list[dict]):
 
     rows = require_sequence(rows, "as_dataset(rows)", "[{...}, {...}]")
     if not rows:
-        raise DataError("Cannot build a dataset from zero rows.")
+        raise DataError("Cannot build a dataset from zero rows; give at least one row.")
     return Dataset.from_list(rows)

@@ -106,3 +106,39 @@ def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None
         raise DataError(f"{where} [{split}] lacks the columns {missing} of {dataset_id}; it has {sorted(rows[0])}.")
     _READ[key] = rows
     return copy.deepcopy(rows)
+
+
+KEPT: dict[str, dict] = {}  # per dataset and split: what first_exchanges kept (rows, turns, the kept share)
+
+
+def first_exchanges(rows: list[dict], name: str = "chat rows", verbose: bool = True) -> list[dict]:
+    """Each chat row (``messages``) cut after its first assistant turn: system message, first user turn, first
+    answer. UltraChat's conversations run to several exchanges; taken whole, everything before the last answer
+    becomes the prompt and most rows no longer fit a 512-token ``max_length``, so the length filter would leave most
+    of them out. The first exchange is a complete, self-contained example. Rows without ``messages`` pass unchanged.
+
+    Says (``verbose``) and records in :data:`KEPT[name] <KEPT>` how many rows were cut and the share of assistant
+    turns kept; the length filter (:func:`helpers.data.within_length`) then reports what still does not fit."""
+    out, cut, turns, kept_turns = [], 0, 0, 0
+    for row in rows:
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list):
+            out.append(row)
+            continue
+        first = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"), None)
+        answers = sum(isinstance(m, dict) and m.get("role") == "assistant" for m in messages)
+        turns += answers
+        if first is None or first == len(messages) - 1:
+            kept_turns += answers
+            out.append(row)
+            continue
+        cut += 1
+        kept_turns += 1
+        out.append({**row, "messages": messages[: first + 1]})
+    share = kept_turns / turns if turns else 1.0
+    KEPT[name] = {"rows": len(rows), "rows_cut": cut, "assistant_turns": turns, "turns_kept": kept_turns,
+                  "turns_kept_share": share}
+    if verbose and cut:
+        print(f"{name}: kept the first exchange of each conversation; {cut} of {len(rows)} rows had more "
+              f"(kept {kept_turns} of {turns} assistant turns, {share:.0%}).")
+    return out

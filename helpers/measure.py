@@ -26,6 +26,43 @@ SPEED_PROMPT = "Explain in two sentences why the sky is blue."
 ADOPTABLE = ("perplexity", "skill_accuracy", "preference_accuracy")  # depend on the weights only, not on the process
 
 
+_PEAK_BEFORE_RESETS = 0  # bytes: the largest CUDA peak seen before any reset_variant_peak() in this process
+
+
+def reset_variant_peak() -> None:
+    """Start a new per-variant peak of CUDA memory without losing the process's own: the peak so far is folded
+    into :func:`notebook_peak_cuda_mb` before torch's counter is reset."""
+    global _PEAK_BEFORE_RESETS
+    _PEAK_BEFORE_RESETS = max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated())
+    torch.cuda.reset_peak_memory_stats()
+
+
+def notebook_peak_cuda_mb() -> float | None:
+    """The peak CUDA memory torch allocated in this process (the notebook's kernel) since it started, MB, across
+    the per-variant resets of :func:`measure_variant`; ``None`` without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated()) / 1e6
+
+
+def variant_dtype(model, profile: Profile) -> tuple[str, str | None]:
+    """The dtype ``model`` computes in (its floating-point weights' dtype) and, when that is not the profile's
+    compute dtype, a line saying so: transformers casts AWQ models to fp16 on CUDA whatever dtype was asked
+    (``quantizers/quantizer_awq.py``, ``update_dtype``), so on an A100 (bf16) the AWQ rows run in fp16."""
+    dtype = getattr(model, "dtype", None) or next(
+        (p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
+    name = str(dtype).removeprefix("torch.")
+    try:
+        wanted = str(profile.compute_dtype).removeprefix("torch.")
+    except Exception:  # a profile whose precision is still "auto"
+        return name, None
+    if not profile.needs_cuda or name == wanted:
+        return name, None
+    return name, (f"runs in {name}, not the profile's {wanted}"
+                  + (" (transformers casts AWQ models to fp16 on CUDA)" if name == "float16" else "")
+                  + ": its numbers are measured in " + name)
+
+
 def footprint_mb(model: PreTrainedModel) -> float:
     """Bytes held by the model's parameters *and* buffers (packed int weights, scales, zeros), in MB.
 
@@ -141,14 +178,23 @@ def measure_variant(
     if unknown:
         raise ValueError(f"Cannot skip {sorted(unknown)}: only {', '.join(map(repr, ADOPTABLE))} can be taken from elsewhere.")
     model.eval()
+    dtype, note = variant_dtype(model, profile)
+    if note:
+        print(f"{name} {note}.")
+    if outcomes is not None:
+        outcomes["dtype"] = dtype  # recorded with the variant's outcomes (results' extra.outcomes)
     on_cuda = next(model.parameters()).device.type == "cuda"
+    metrics = {"footprint_mb": footprint_mb(model)}  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
     if on_cuda:  # peak CUDA memory while this variant is evaluated (its weights are already resident)
         import gc
 
         gc.collect()
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    metrics = {"footprint_mb": footprint_mb(model)}  # before any forward pass: bitsandbytes' CPU path repacks 4-bit weights on first use
+        reset_variant_peak()  # the notebook's own peak is kept: notebook_peak_cuda_mb()
+        resident = torch.cuda.memory_allocated() / 1e6
+        if resident > 1.2 * metrics["footprint_mb"] + 50:
+            print(f"{name}: {resident - metrics['footprint_mb']:.0f} MB of CUDA memory besides this model's weights "
+                  "are still allocated (an earlier model left loaded?); its peak includes them.")
     report = None
     with dequantized_weight_cache(model):  # same outputs, without unpacking GPTQ weights on every call
         if "perplexity" not in skip:
@@ -195,6 +241,7 @@ class Harness:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     reports: dict[str, SkillReport] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)  # per variant: the dtype it computed in (AWQ: fp16 on CUDA)
     outcomes: dict[str, dict] = field(default_factory=dict)  # per variant: what helpers.stats needs for intervals
 
     def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
@@ -212,6 +259,7 @@ class Harness:
             model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
             preference_pairs=self.preference_pairs, skip=tuple(taken), outcomes=outcomes, **kwargs)
         self.outcomes[name] = outcomes
+        self.dtypes[name] = outcomes.get("dtype", "")
         self.metrics[name] = {**metrics, **taken}
         if report is not None:
             self.reports[name] = report

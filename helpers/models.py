@@ -211,13 +211,25 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
 @takes_profile
 def from_pretrained_kwargs(profile: Profile, path: str | Path | None = None, **kwargs) -> dict:
     """The keyword arguments :func:`load_model` gives ``from_pretrained``: the profile's dtype, and on a GPU
-    ``device_map="auto"`` plus, for a GPTQ/AWQ checkpoint, a kernel that needs no nvcc build. ``kwargs`` win."""
+    ``device_map="auto"`` plus, for a GPTQ/AWQ checkpoint, a kernel that needs no nvcc build. ``kwargs`` win.
+
+    Under ``accelerate launch`` / ``torchrun`` with several processes (``WORLD_SIZE > 1``) each rank loads the whole
+    model on its own GPU (``LOCAL_RANK``): ``"auto"`` would spread every rank's copy over all GPUs, which the
+    Trainer refuses in distributed training."""
     kwargs.setdefault("dtype", profile.torch_dtype)
     if profile.needs_cuda:
-        kwargs.setdefault("device_map", "auto")
+        kwargs.setdefault("device_map", distributed_device_map() or "auto")
         if "quantization_config" not in kwargs and path and (loading := _gptq_awq_loading_config(str(path))) is not None:
             kwargs["quantization_config"] = loading  # a kernel that needs no nvcc build (quant.default_backend)
     return kwargs
+
+
+def distributed_device_map() -> dict | None:
+    """``{"": local_rank}`` when this process is one of several ranks (``WORLD_SIZE > 1``, set by ``accelerate
+    launch`` and ``torchrun``), else ``None``."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return None
+    return {"": int(os.environ.get("LOCAL_RANK", "0") or 0)}
 
 
 @takes_profile

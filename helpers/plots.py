@@ -10,6 +10,18 @@ import matplotlib.pyplot as plt
 from .paths import figures_dir
 
 
+def device_label() -> str:
+    """Where speeds were measured, for a plot's label: the GPU's name on CUDA, else "this CPU"."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "this CPU"
+
+
+def speed_label(unit: str = "tokens/s") -> str:
+    """``"tokens/s (<device>)"``: a speed is a property of the hardware it was measured on (:func:`device_label`)."""
+    return f"{unit} ({device_label()})"
+
+
 def curve(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
     """``(steps, values)`` of one logged metric; entries without ``key`` are skipped."""
     points = [(h["step"], float(h[key])) for h in log_history if key in h and "step" in h]

@@ -331,13 +331,36 @@ def gguf_bits_per_weight(qtype: str) -> float:
 
 
 @torch.no_grad()
-def gguf_model(model: nn.Module, qtype: str) -> nn.Module:
+def gguf_model(model: nn.Module, qtype: str, verbose: bool = True) -> nn.Module:
     """Replace every decoder Linear weight by its GGUF ``qtype`` round trip, in place (simulated, like
-    :func:`rtn_model`: the same numbers as llama.cpp's dequantized weights, stored in full precision)."""
+    :func:`rtn_model`: llama.cpp's dequantized weights, computed in fp32).
+
+    The round trip is stored in the model's dtype. In fp32 that is exact; in bf16 (the A100 profile) or fp16
+    (the T4) each value is rounded once more, and for Q8_0 bf16's 8 significant bits add an error of the
+    same order as Q8_0's own. That extra error is measured here, not assumed: ``model.gguf_storage`` holds
+    the relative RMS error of the GGUF round trip and of the storage rounding (against the original weights), and
+    with ``verbose`` a line says so when the storage is not fp32."""
     if qtype not in GGUF_TYPES:
         raise QuantError(f"Unknown GGUF type '{qtype}'; use one of {GGUF_TYPES}.")
+    norm = quant_err = store_err = 0.0
+    dtypes = set()
     for module in linear_layers(model).values():
-        module.weight.copy_(gguf_fake_quantize(module.weight, qtype))
+        w = module.weight.detach().float().cpu()
+        q = gguf_fake_quantize(w, qtype)  # fp32
+        stored = q.to(module.weight.dtype)
+        norm += float(w.pow(2).sum())
+        quant_err += float((q - w).pow(2).sum())
+        store_err += float((stored.float() - q).pow(2).sum())
+        dtypes.add(str(module.weight.dtype).removeprefix("torch."))
+        module.weight.copy_(stored.to(module.weight.device))
+    info = {"qtype": qtype, "stored_in": sorted(dtypes), "gguf_rel_rms_error": (quant_err / norm) ** 0.5 if norm else 0.0,
+            "storage_rel_rms_error": (store_err / norm) ** 0.5 if norm else 0.0}
+    model.gguf_storage = info
+    if verbose and info["stored_in"] != ["float32"]:
+        print(f"GGUF {qtype} simulated in {'/'.join(info['stored_in'])}: the round trip's relative RMS error is "
+              f"{info['gguf_rel_rms_error']:.3%}; rounding it to {'/'.join(info['stored_in'])} adds "
+              f"{info['storage_rel_rms_error']:.3%}, so this row measures {qtype} followed by that rounding "
+              "(llama.cpp computes with the unrounded values).")
     return model
 
 

@@ -38,7 +38,11 @@ REQUIRED_KEYS = ("notebook", "profile", "model", "wall_seconds", "n_eval", "vari
 
 
 class ResultsError(ValueError):
-    """A results file or record that does not follow the contract."""
+    """A results file or record that does not follow the contract; the message names the file (or the value) and
+    what to do."""
+
+
+WRITE_FIX = "; nothing was written. Fix the measurement before recording it."   # ends a refused value's message
 
 
 # The values each metric can take: (lowest, highest), both included.
@@ -66,12 +70,15 @@ def validate(record: Mapping[str, Any]) -> None:
     finite number inside its metric's range (an accuracy of 1.7, an infinite or NaN perplexity are refused)."""
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if missing:
-        raise ResultsError(f"Results record is missing {missing}; required keys: {list(REQUIRED_KEYS)}.")
+        raise ResultsError(f"Results record is missing {missing}; required keys: {list(REQUIRED_KEYS)}. Write records "
+                           "with write_results(), which fills them.")
     wall, n_eval = _number(record["wall_seconds"]), record["n_eval"]
     if wall is None or not 0 <= wall < math.inf:
-        raise ResultsError(f"wall_seconds must be a finite number of seconds, 0 or more; got {record['wall_seconds']!r}.")
+        raise ResultsError(f"wall_seconds must be a finite number of seconds, 0 or more; got {record['wall_seconds']!r}. "
+                           "Pass the notebook's Stopwatch().seconds.")
     if isinstance(n_eval, bool) or not isinstance(n_eval, numbers.Integral) or n_eval < 0:
-        raise ResultsError(f"n_eval must be the number of evaluation prompts (a whole number), got {n_eval!r}.")
+        raise ResultsError(f"n_eval must be the number of evaluation prompts (a whole number), got {n_eval!r}. Pass "
+                           "len(eval_rows), or 0 when the notebook evaluated no prompts.")
     variants = record["variants"]
     if not isinstance(variants, Mapping) or not variants:
         raise ResultsError("Results record has no variants: give at least one {variant: {metric: value}}.")
@@ -81,19 +88,21 @@ def validate(record: Mapping[str, Any]) -> None:
         for metric, value in metrics.items():
             if metric not in METRICS:
                 raise ResultsError(
-                    f"Unknown metric '{metric}' in variant '{name}'. Valid metrics: {', '.join(METRICS)}."
+                    f"Unknown metric '{metric}' in variant '{name}'. Valid metrics: {', '.join(METRICS)}; use one of "
+                    "them, or put other numbers in extra={...}."
                 )
             if value is None:
                 continue
             number = _number(value)
             if number is None:
-                raise ResultsError(f"Metric '{metric}' of variant '{name}' must be a number, got {value!r}.")
+                raise ResultsError(f"Metric '{metric}' of variant '{name}' must be a number, got {value!r}. Pass a "
+                                   "number (float(value)), or None when it was not measured.")
             low, high = RANGES[metric]
             if not math.isfinite(number) or not low <= number <= high:
                 raise ResultsError(
                     f"Metric '{metric}' of variant '{name}' is {number!r}, outside its range [{low}, {high}] "
                     f"({METRICS[metric]}): the measurement went wrong (a NaN or infinite loss, a count used as a "
-                    "fraction); nothing was written. Fix the measurement before recording it."
+                    f"fraction){WRITE_FIX}"
                 )
 
 
@@ -113,10 +122,16 @@ def runtime(profile=None) -> dict[str, Any]:
 
 
 def peak_cuda_mb() -> float | None:
-    """Peak CUDA memory torch allocated in this process so far, MB (``None`` without CUDA)."""
+    """Peak CUDA memory torch allocated in this process so far, MB (``None`` without CUDA), including the peaks
+    before :mod:`helpers.measure`'s per-variant resets (``measure.notebook_peak_cuda_mb``)."""
+    import sys
+
     import torch
 
-    return torch.cuda.max_memory_allocated() / 1e6 if torch.cuda.is_available() else None
+    if not torch.cuda.is_available():
+        return None
+    measure = sys.modules.get(f"{__package__}.measure")
+    return measure.notebook_peak_cuda_mb() if measure else torch.cuda.max_memory_allocated() / 1e6
 
 
 def write_results(
@@ -136,7 +151,8 @@ def write_results(
     from .profiles import Profile
 
     if not isinstance(profile, (str, Profile)):
-        raise ResultsError(f"write_results() needs the Profile the notebook ran with (or its name), got {profile!r:.60}.")
+        raise ResultsError(f"write_results() needs the Profile the notebook ran with (or its name), got {profile!r:.60}. "
+                           "Pass the profile setup() returned.")
     probe = {"notebook": notebook, "profile": "", "model": model, "wall_seconds": wall_seconds, "n_eval": n_eval,
              "variants": variants}
     validate(probe)  # before anything is rounded or written
@@ -162,7 +178,7 @@ def write_results(
         os.replace(tmp, path)
     except (TypeError, ValueError) as exc:  # NaN, infinity or an object JSON cannot hold, inside ``extra``
         raise ResultsError(f"results/{notebook}.json was not written: {exc}. Its 'extra' may hold only text, finite "
-                           "numbers, lists and dicts.") from exc
+                           "numbers, lists and dicts: convert other values (str(value), float(value)) or leave them out.") from exc
     finally:
         if os.path.exists(tmp):  # the write failed: leave no temporary file behind
             os.unlink(tmp)
@@ -188,11 +204,22 @@ def read_results(notebook: str, folder: Path | None = None) -> dict[str, Any] | 
     path = (folder or results_dir()) / f"{notebook}.json"
     if not path.is_file():
         return None
+    rerun = f"Delete it and run notebook {notebook} again (it writes a new one), or restore it from git."
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path} is not valid JSON ({exc.msg}); delete it and re-run {notebook}.") from exc
-    validate(record)
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path} is not valid JSON ({getattr(exc, 'msg', exc)}). {rerun}") from exc
+    if not isinstance(record, dict):
+        raise ResultsError(f"{path} holds a JSON {type(record).__name__}, not a results record (an object with "
+                           f"{', '.join(REQUIRED_KEYS)}). {rerun}")
+    try:
+        validate(record)
+        extra = record.get("extra", {})
+        if not isinstance(extra, Mapping):
+            raise ResultsError(f"'extra' must be an object of named values, got {type(extra).__name__}; write it as "
+                               "a dict (write_results(..., extra={...})).")
+    except ResultsError as exc:   # the file on disk is named, and what to do about it
+        raise ResultsError(f"{path}: {str(exc).removesuffix(WRITE_FIX).rstrip('.')}. {rerun}") from None
     return record
 
 

@@ -64,9 +64,15 @@ def serve_commands(folder: str | Path, shown: str | Path | None = None) -> dict[
     return {"vLLM": vllm, "transformers": python}
 
 
-def reload(folder: str | Path):
+def reload(folder: str | Path, profile=None):
     """``(model, tokenizer)`` loaded from ``folder`` with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``,
-    as a transformers server loads them (GPTQ and AWQ through GPTQModel's kernels)."""
+    as a transformers server loads them (GPTQ and AWQ through GPTQModel's kernels), on the profile's device and in
+    its dtype (:func:`helpers.models.from_pretrained_kwargs`: ``device_map`` on a GPU, a GPTQ/AWQ kernel that needs no
+    nvcc build). ``profile``: the one :func:`helpers.profiles.get_profile` picks when not given."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    from .models import from_pretrained_kwargs
+    from .profiles import get_profile
+
+    kwargs = from_pretrained_kwargs(profile or get_profile(), str(folder))
+    return AutoModelForCausalLM.from_pretrained(folder, **kwargs), AutoTokenizer.from_pretrained(folder)

@@ -65,6 +65,9 @@ def stdlib_samples(split: str = "calibration", n: int = 128, min_chars: int = 20
     return docs[:n]
 
 
+WIKITEXT = "Salesforce/wikitext"  # the Hub's namespaced id (the bare "wikitext" is a legacy alias)
+
+
 def perplexity_text(profile_text: str, max_chars: int | None = None) -> str:
     """The perplexity text named by a profile: ``"stdlib"`` offline, ``"wikitext"`` (WikiText-2 test) on GPU."""
     if profile_text == "stdlib":
@@ -72,7 +75,7 @@ def perplexity_text(profile_text: str, max_chars: int | None = None) -> str:
     if profile_text == "wikitext":
         from datasets import load_dataset
 
-        rows = load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"]
+        rows = load_dataset(WIKITEXT, "wikitext-2-raw-v1", split="test")["text"]
         text = "".join(rows)
         return text[:max_chars] if max_chars else text
     raise ValueError(f"Unknown perplexity text '{profile_text}'; use 'stdlib' or 'wikitext'.")

@@ -272,18 +272,23 @@ def run_record(trainer) -> dict:
 
 
 def fp32_trainable_weights(trainer) -> list[str]:
-    """Cast bf16 trainable weights back to fp32 unless the trainer computes in bf16; returns their names.
+    """Cast 16-bit trainable weights to fp32 where the trainer's precision needs fp32 master weights; returns their
+    names. Frozen weights keep their dtype (that is where the memory is).
 
-    For a 4-/8-bit base model (QLoRA) TRL 1.16's ``SFTTrainer`` and ``DPOTrainer`` cast the LoRA weights to bf16,
-    whatever the trainer's precision. With ``fp16=True`` (a T4) the gradient scaler would then have to unscale bf16
-    gradients, which CUDA cannot do; on a CPU without native bf16 every LoRA product would run in emulated bf16,
-    tens of times slower. So when ``bf16`` is off, the trainable weights go back to fp32 (the optimizer is built
-    later, in ``train()``)."""
-    if trainer.args.bf16:
-        return []
+    - bf16 trainable weights, unless the trainer computes in bf16: for a 4-/8-bit base model (QLoRA) TRL 1.16's
+      ``SFTTrainer`` and ``DPOTrainer`` cast the LoRA weights to bf16, whatever the trainer's precision. With
+      ``fp16=True`` (a T4) the gradient scaler would then have to unscale bf16 gradients, which CUDA cannot do; on
+      a CPU without native bf16 every LoRA product would run in emulated bf16, tens of times slower.
+    - fp16 trainable weights, always: a model loaded in fp16 (the T4 profile) and trained in full (no LoRA) has
+      fp16 gradients, which the ``fp16=True`` gradient scaler refuses ("Attempting to unscale FP16 gradients",
+      ``torch/amp/grad_scaler.py``); without a scaler, fp16 updates of size lr x grad round to nothing.
+
+    The optimizer is built later, in ``train()``, so it sees the fp32 weights. Full fine-tuning of an fp16 model
+    then keeps fp32 weights for all of it (4 bytes a parameter, plus Adam's 8)."""
+    cast = {torch.float16} if trainer.args.bf16 else {torch.float16, torch.bfloat16}
     names = []
     for name, param in trainer.model.named_parameters():
-        if param.requires_grad and param.dtype == torch.bfloat16:
+        if param.requires_grad and param.dtype in cast:
             param.data = param.data.float()
             names.append(name)
     return names

@@ -61,11 +61,14 @@ def test_gpu_profiles_name_real_datasets():
 
 
 def test_t4_profile_reads_its_datasets():
+    from helpers.models import load_tokenizer
+
     t4 = dataclasses.replace(PROFILES["t4"], hub_data="fixtures", sft_mix_rows=10, preference_rows=20,
                              preference_test_rows=8, n_train=30)
     rows = data.sft_rows(t4)
     assert len(rows) == 30 + 10 and rows[-1]["completion"][0]["role"] == "assistant"
-    train, test = dpo.preference_rows(t4, "dpo_train"), dpo.dataset_test_pairs(t4)
+    tokenizer = load_tokenizer(PROFILES["tiny"])   # SmolLM2's tokenizer, offline
+    train, test = dpo.preference_rows(t4, "dpo_train"), dpo.dataset_test_pairs(t4, tokenizer)
     assert len(test) == 8 and 18 <= len(train) <= 20   # the tie in the sample, if drawn, is dropped by clean_pairs
     assert not {p["prompt"][-1]["content"] for p in train} & {p["prompt"][-1]["content"] for p in test}
 
@@ -92,10 +95,20 @@ def test_hub_rows_that_break_the_schema_are_reported_and_left_out(capsys):
     assert "differ before their last 'Assistant:' turn" in out and "drop the row" in out
 
 
-def test_multi_turn_chat_rows_train_on_the_last_answer():
+def test_multi_turn_chat_rows_keep_their_first_exchange(capsys):
+    """Hub chat rows are cut after their first answer (whole conversations would mostly exceed max_length), and the
+    kept share is said and recorded; a chat row given directly still trains on its last answer."""
+    from helpers import hub_data
+
+    raw = hub_data.stream_rows(CHAT, "train_sft", 48, "fixtures")
+    multi_turn = sum(sum(m["role"] == "assistant" for m in r["messages"]) > 1 for r in raw)
     rows = data.hub_sft_rows(CHAT, "train_sft", 48, "fixtures")
-    multi = [r for r in rows if len(r["prompt"]) == 3]
-    assert multi and all([m["role"] for m in r["prompt"]] == ["user", "assistant", "user"] for r in multi)
+    assert multi_turn and all([m["role"] for m in r["prompt"]] in (["user"], ["system", "user"]) for r in rows)
+    kept = hub_data.KEPT[f"{CHAT} [train_sft]"]
+    assert kept["rows_cut"] == multi_turn and 0 < kept["turns_kept_share"] < 1
+    assert f"{multi_turn} of 48 rows had more" in capsys.readouterr().out
+    last = data.normalize_sft_row(raw[next(i for i, r in enumerate(raw) if len(r["messages"]) > 2)])
+    assert last["prompt"][-1]["role"] == "user" and len(last["prompt"]) >= 3
 
 
 # --- chat templates: how a multi-turn pair is split into prompt and answers -------------------------------------
