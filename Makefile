@@ -2,6 +2,8 @@
 # make test  set up .venv (once) and run the unit tests + every notebook on the `tiny` profile
 # make gpu-check    every notebook on a CUDA GPU with the tiny model, T4 and A100 settings (results/gpu_check.json);
 #                   uses GPU_PYTHON (default python3), which needs a CUDA build of torch and the requirements
+# make bench       the hot paths (SFT/DPO steps, generation, scoring, perplexity, NF4/int8, GPTQ/AWQ) as shares of
+#                   this machine's measured matmul rate and bandwidth (results/bench.json; ARGS="--quick" skips GPTQ/AWQ)
 # make colab-check  what would the notebooks' Colab install change? never torch; numpy only for 03/04/07 (pip's resolver, needs PyPI)
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +15,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 GPU_PYTHON ?= python3
 
-.PHONY: run test data clean setup gpu-check colab-check
+.PHONY: run test data clean setup gpu-check colab-check bench
 
 setup: $(STAMP)
 
@@ -32,6 +34,9 @@ run: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) COURSE_PROFILE=tiny \
 		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+
+bench: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/python scripts/bench.py $(ARGS)
 
 gpu-check:
 	$(OFFLINE) $(GPU_PYTHON) scripts/gpu_check.py $(ARGS)

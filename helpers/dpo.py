@@ -430,6 +430,7 @@ def train_dpo(
     pairs: Sequence[dict],
     peft_config: LoraConfig | None = None,
     output_dir=None,
+    callbacks: list | None = None,
     **config_overrides,
 ) -> DPOTrainer:
     """Train a new LoRA adapter with DPO on ``pairs``; the reference is ``model`` with the adapter disabled."""
@@ -443,6 +444,7 @@ def train_dpo(
         train_dataset=as_dataset(list(pairs)),
         processing_class=tokenizer,
         peft_config=peft_config or lora_config(profile),
+        callbacks=callbacks,
     )
     return run_trainer(trainer)
 

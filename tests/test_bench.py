@@ -1,0 +1,54 @@
+"""scripts/bench.py: its arithmetic (work, rate, share of the limit) and its FLOP counts on the tiny model. No timing
+is asserted: shares depend on the machine and the day."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import bench  # noqa: E402
+
+
+def test_row_is_work_over_time_over_the_limit():
+    limits = {"matmul_gflops": {"fp32": 100.0, "bf16": 400.0}, "bandwidth_gbs": 20.0}
+    r = bench.row("x", 2.0, flops=200e9, bytes_moved=10e9, precision="bf16", limits=limits)
+    assert r["achieved_gflops"] == 100.0 and r["share_of_matmul_limit"] == 0.25
+    assert r["achieved_gbs"] == 5.0 and r["share_of_bandwidth"] == 0.25
+    assert "share_of_matmul_limit" not in bench.row("x", 1.0, flops=1e9)
+
+
+def test_counted_flops_of_a_matmul_are_exact():
+    import torch
+
+    a, b = torch.randn(32, 64), torch.randn(64, 16)
+    assert bench.counted_flops(lambda: a @ b) == 2 * 32 * 64 * 16
+
+
+def test_the_counted_sft_step_is_four_times_n_t_on_tiny():
+    """A LoRA step = forward (2·N·T) + the backward pass through the frozen weights (2·N·T): the count the step timer
+    takes on the tiny model lies within the rule for the batch's shortest and longest rows."""
+    from helpers import data, models, training
+    from helpers.profiles import get_profile
+
+    profile = get_profile("tiny")
+    tokenizer = models.load_tokenizer(profile)
+    rows = data.sft_rows(profile)[:8]
+    lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], return_dict=False)) for r in rows]
+    model = models.load_model(profile)
+    n = sum(p.numel() for p in model.parameters())
+    timer = bench.StepTimer(count_step=2)
+    training.train_sft_lora(profile, model, tokenizer, rows, max_steps=2, callbacks=[timer.callback], logging_steps=2)
+    assert len(timer.times) == 1 and timer.flops > 0
+    batch = profile.train_batch_size
+    assert 0.8 * 4 * n * batch * min(lengths) <= timer.flops <= 1.3 * 4 * n * batch * max(lengths)
+
+
+def test_unknown_paths_are_refused_with_the_list(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["sft", "--quick"])
+    assert "sft_step" in capsys.readouterr().err
