@@ -50,15 +50,21 @@ class ArtifactError(RuntimeError):
 
 
 def read_manifest(folder: str | Path) -> dict | None:
-    """The manifest of ``folder``, or ``None`` when it has none (not saved through :func:`artifact`)."""
+    """The manifest of ``folder``, or ``None`` when it has none (not saved through :func:`artifact`). A manifest
+    that cannot be read, or is not of the shape :func:`write_manifest` writes, comes back with ``"damaged"``: why."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         return None
     try:
         manifest = json.loads(path.read_text())
-    except ValueError:
-        return {"inputs": None, "made_by": "?", "files": {MANIFEST: {"size": -1, "sha256": "unreadable"}}}
-    return manifest if isinstance(manifest, dict) and "inputs" in manifest else {"inputs": None, "made_by": "?"}
+    except (ValueError, UnicodeDecodeError):
+        return {"inputs": None, "made_by": "?", "damaged": f"{MANIFEST} is not valid JSON"}
+    if not isinstance(manifest, dict) or "inputs" not in manifest:
+        return {"inputs": None, "made_by": "?", "damaged": f"{MANIFEST} is not a manifest (no 'inputs')"}
+    files = manifest.get("files") or {}
+    if not isinstance(files, dict) or not all(isinstance(v, dict) and {"size", "sha256"} <= set(v) for v in files.values()):
+        return {**manifest, "files": {}, "damaged": f"{MANIFEST} records its files in an unknown shape"}
+    return manifest
 
 
 def damage(folder: str | Path) -> list[str]:
@@ -70,6 +76,8 @@ def damage(folder: str | Path) -> list[str]:
 
 def verify(folder: str | Path, rebuild_hint: str) -> None:
     """Raise :class:`ArtifactError` naming each damaged file of ``folder`` and ``rebuild_hint`` (what to run)."""
+    if problem := (read_manifest(folder) or {}).get("damaged"):
+        raise ArtifactError(f"{folder}: {problem}, so its files cannot be checked. Delete {folder} and {rebuild_hint}.")
     if bad := damage(folder):
         raise ArtifactError(f"{', '.join(str(Path(folder) / b) for b in bad)}: damaged (size or checksum differs from "
                             f"what was saved; an interrupted copy or a disk error). Delete {folder} and {rebuild_hint}.")
@@ -81,6 +89,9 @@ def reusable(folder: str | Path, inputs: dict, what: str) -> bool:
     normalised = json.loads(json.dumps(inputs, default=str))
     if manifest is None:
         print(f"{what}: nothing saved at {folder} yet; building it now.")
+        return False
+    if "damaged" in manifest:   # not "made from other inputs": nobody can tell what it was made from
+        print(f"{what}: the one at {folder} cannot be checked ({manifest['damaged']}); rebuilding it.")
         return False
     if bad := damage(folder):
         print(f"{what}: the one at {folder} is damaged ({', '.join(bad)} no longer match(es) its checksum); "

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from .artifacts import reusable
-from .paths import REPO_ROOT
+from .paths import REPO_ROOT, check_replaceable
 from .processes import follow_log, log_tail, run_python
 from .profiles import Profile, takes_profile
 from .training import KINDS, adapter_dir, check_kind, run_settings, save_adapter, start_settings
@@ -111,7 +111,9 @@ def dpo_isolated(profile: Profile, sft_dir: str | Path, folder: str | Path, time
 def _run_script(script: Path, profile: Profile, folder: Path, kind: str, steps: int, args: list[str],
                 timeout_s: int) -> dict:
     """``python <script> --profile-json ... --output-dir folder <args>`` with a progress bar that follows its steps;
-    its report, or :class:`TrainingError` with the end of its log."""
+    its report, or :class:`TrainingError` with the end of its log. A ``folder`` the course did not write (a file,
+    a folder of yours) is refused before the process starts (:func:`helpers.paths.check_replaceable`)."""
+    check_replaceable(folder, "folder=")
     log = folder.parent / f"{folder.name}_{kind}.log"
     profile_file = folder.parent / f"{folder.name}_{kind}.profile.json"  # the whole profile, not its name
     profile_file.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,7 @@ def _run_script(script: Path, profile: Profile, folder: Path, kind: str, steps: 
         code = run_python(args, log, timeout_s)
     if code != 0 or not (folder / REPORT).is_file():
         raise TrainingError(f"Training '{kind}' in a fresh process failed (exit {code}). "
-                            f"The end of its log ({log}):\n{log_tail(log, 25)}")
+                            f"Fix what the end of its log ({log}) names and run again:\n{log_tail(log, 25)}")
     return json.loads((folder / REPORT).read_text())
 
 

@@ -45,24 +45,64 @@ def cache_dir() -> Path:
     return _mk(Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llm-course-kit"))
 
 
+OWNED_MARKER = ".written-by-course"   # in every folder atomic_folder writes: the course may replace it later
+
+
+def replace_problem(target: str | Path) -> str | None:
+    """Why the course must not replace ``target`` with a folder it writes (``None`` when it may: nothing there, an
+    empty folder, or a folder the course wrote, which carries :data:`OWNED_MARKER` or a ``manifest.json``)."""
+    target = Path(target)
+    if target.is_symlink():
+        return f"{target} is a link (to {os.readlink(target)}), not a folder the course wrote"
+    if not target.exists():
+        return None
+    if not target.is_dir():
+        return f"{target} is an existing file, not a folder"
+    entries = sorted(p.name for p in target.iterdir())
+    if not entries or OWNED_MARKER in entries or "manifest.json" in entries:
+        return None
+    return (f"{target} is a folder the course did not write (it holds {len(entries)} "
+            f"{'entry' if len(entries) == 1 else 'entries'}: "
+            f"{', '.join(entries[:3])}{', ...' if len(entries) > 3 else ''})")
+
+
+def check_replaceable(target: str | Path, option: str = "the output folder") -> Path:
+    """``target`` as a Path when the course may write a folder there; otherwise
+    :class:`~helpers.errors.OutputPathError` saying what is there and what to do. Call it before any work."""
+    from .errors import OutputPathError
+
+    if problem := replace_problem(target):
+        raise OutputPathError(f"{problem}. Writing there would delete it, so nothing was done. Give {option} a path "
+                              "that does not exist yet (or a folder the course wrote before), or move what is there "
+                              "out of the way.")
+    return Path(target)
+
+
 @contextmanager
 def atomic_folder(target: Path) -> Iterator[Path]:
     """Write a folder atomically: yield a temporary folder beside ``target``; when the block succeeds it
     replaces ``target``, when it fails it is removed. An interrupted write never leaves a half-written
     ``target`` (an adapter, a merged model, a quantized checkpoint, a cache).
 
+    - It replaces only what the course wrote: an existing file, a link or a non-empty folder without
+      :data:`OWNED_MARKER` (or a manifest) is refused with :class:`~helpers.errors.OutputPathError`, before the block
+      runs and again before the swap.
+
     - The temporary folder's name carries the writer's process id. A write killed outright (no ``finally`` runs)
       leaves it behind; the next write of the same target removes it once that process is gone, and says so.
     - Two processes finishing the same target at once swap it in one after the other (a file lock), so neither
       fails and the target is always one complete write.
     """
-    target = Path(target)
+    target = check_replaceable(target)   # never removes what the course did not write: refused before the work
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
+        (tmp / OWNED_MARKER).write_text("Written by the course (helpers.paths.atomic_folder); it replaces this "
+                                        "folder when it rebuilds it.\n")
         yield tmp
         with _folder_lock(target):
+            check_replaceable(target)   # again: something may have appeared there while the block ran
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-{os.getpid()}-", dir=target.parent))
                 os.replace(target, old / "replaced")  # out of the way in one rename, removed below

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> Path:
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from helpers import data, dpo, models, pipeline, training
+    from helpers import dpo, models, pipeline, training
     from helpers.isolated import MemoryMonitor, save_run
 
     profile = args.profile_obj

@@ -13,6 +13,7 @@ themselves to CPU cores and stay alive after quantizing, which slowed everything
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -24,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 import torch
 
 from helpers import quant
-from helpers.paths import atomic_folder
+from helpers.errors import OutputPathError
+from helpers.paths import atomic_folder, check_replaceable
+
+DTYPES = ("bfloat16", "float16", "float32")
 
 
 def quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: int, calibration: list[str],
@@ -35,6 +39,12 @@ def quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: i
     from gptqmodel import BACKEND, GPTQModel
     from gptqmodel.quantization.config import AWQConfig, GPTQConfig
 
+    check_args(model_dir, out_dir, method, bits, group_size, dtype)   # before GPTQModel loads anything
+    if backend not in BACKEND.__members__:
+        raise quant.QuantError(f"backend={backend!r} is not a GPTQModel backend; use one of "
+                               f"{', '.join(BACKEND.__members__)} (on CPU: TORCH, GPTQ_TORCH or AWQ_TORCH; AUTO lets "
+                               "GPTQModel pick).")
+    quant.check_backend(backend)
     Config = GPTQConfig if method == "gptq" else AWQConfig
     config = Config(bits=bits, group_size=group_size, **(config_kwargs or {}))   # e.g. sym, desc_act, true_sequential
     dtype = getattr(torch, dtype)
@@ -51,6 +61,38 @@ def quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: i
     return seconds
 
 
+def layer_widths(model_dir: str | Path) -> list[int]:
+    """The input widths of the model's Linear layers, read from its config.json (hidden size, MLP width, attention
+    width) without loading it; empty when the config does not say."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    widths = [config.get("hidden_size"), config.get("intermediate_size")]
+    if config.get("head_dim") and config.get("num_attention_heads"):
+        widths.append(config["head_dim"] * config["num_attention_heads"])
+    return sorted({w for w in widths if isinstance(w, int) and w > 0})
+
+
+def check_args(model_dir, out_dir, method: str, bits: int, group_size: int, dtype: str = "bfloat16") -> None:
+    """Everything quantize() can check without loading the model; raises ValueError (QuantError, OutputPathError)
+    that says what to do."""
+    from helpers.models import local_folder_problem
+
+    if method not in quant.METHODS:
+        raise quant.QuantError(f"method={method!r}: use one of {', '.join(quant.METHODS)}.")
+    if dtype not in DTYPES:
+        raise quant.QuantError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}.")
+    if problem := local_folder_problem(model_dir):
+        raise quant.QuantError(f"model folder: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the "
+                               "folder of a full-precision model (config.json and *.safetensors), e.g. what "
+                               "helpers.pipeline.dpo_merged(profile) returns.")
+    if not (Path(model_dir) / "config.json").is_file():
+        raise quant.QuantError(f"{model_dir}: no config.json there; give a saved model folder, not a Hub id.")
+    if Path(out_dir).resolve() == Path(model_dir).resolve():
+        raise quant.QuantError(f"The output folder {out_dir} is the model folder itself; the checkpoint would replace "
+                               "the model it is made from. Give another output folder.")
+    check_replaceable(out_dir, "the output folder (out_dir)")
+    quant.check_settings(bits, group_size, layer_widths(model_dir))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", nargs="?", help="a full-precision model folder")
@@ -62,16 +104,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", help="tiny, cpu, t4, a100 (decides the calibration size; default: detected)")
     parser.add_argument("--args-json", help="all arguments of quantize() in one file (what the notebooks pass)")
     parser.add_argument("--result-json", help="where to write the seconds quantize took")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        if args.args_json:
+            args.kwargs = read_args_json(args.args_json)
+            check_args(**{k: args.kwargs[k] for k in ("model_dir", "out_dir", "method", "bits", "group_size")},
+                       dtype=args.kwargs.get("dtype", "bfloat16"))
+        elif not (args.model_dir and args.out_dir):
+            raise ValueError("give a model folder and an output folder (or --args-json): "
+                             "python scripts/quantize.py MODEL_DIR OUT_DIR --method gptq --bits 4 --group-size 64")
+        else:
+            check_args(args.model_dir, args.out_dir, args.method, args.bits, args.group_size)
+    except (ValueError, OutputPathError) as exc:   # QuantError is a ValueError
+        parser.error(str(exc))   # exit 2 with the message, before GPTQModel loads anything
+    return args
+
+
+def read_args_json(path: str) -> dict:
+    """quantize()'s keyword arguments from ``--args-json``, or ValueError naming what is wrong with the file."""
+    params = inspect.signature(quantize).parameters
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty]
+    if not Path(path).is_file():
+        raise ValueError(f"--args-json {path}: no such file. Write quantize()'s arguments there as one JSON object "
+                         f"(at least {', '.join(required)}).")
+    try:
+        kwargs = json.loads(Path(path).read_text())
+    except ValueError as exc:
+        raise ValueError(f"--args-json {path} is not valid JSON ({exc}); write one JSON object.") from None
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"--args-json {path} holds a JSON {type(kwargs).__name__}; write one object of quantize()'s "
+                         f"arguments, e.g. {{\"model_dir\": ..., \"out_dir\": ..., ...}}.")
+    unknown, missing = sorted(set(kwargs) - set(params)), [n for n in required if n not in kwargs]
+    if unknown or missing:
+        raise ValueError(f"--args-json {path}: " + "; ".join(
+            ([f"unknown argument(s) {unknown}"] if unknown else []) + ([f"missing {missing}"] if missing else []))
+            + f". quantize() takes {', '.join(params)}.")
+    return kwargs
 
 
 def main(argv: list[str] | None = None) -> float:
-    args = parse_args(argv)
+    args = parse_args(argv)   # arguments, folders and settings checked before anything is loaded
     if args.args_json:
-        kwargs = json.loads(Path(args.args_json).read_text())
+        kwargs = args.kwargs
     else:
-        if not (args.model_dir and args.out_dir):
-            raise SystemExit("Give a model folder and an output folder (or --args-json).")
         from helpers import get_profile, setup
         from helpers.models import load_tokenizer
 

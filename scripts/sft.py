@@ -27,16 +27,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's helpers package
 
-import torch
-from datasets import Dataset
-from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
-from transformers import BitsAndBytesConfig
-from trl import SFTConfig, SFTTrainer
-
 from helpers import Profile, get_profile, setup
-from helpers import data, models, training
-from helpers.isolated import MemoryMonitor, save_run
-from helpers.paths import outputs_dir
+from helpers.errors import OutputPathError
+from helpers.paths import check_replaceable, outputs_dir
+from helpers.profiles import ProfileError
+
+# torch, transformers, TRL and PEFT are imported where they are used: a bad argument is refused in about a second,
+# before any of them (or a model) is loaded
 
 
 def positive(kind):
@@ -70,11 +67,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                "instead of a new one")
     parser.add_argument("--output-dir", help="where the adapter goes (default outputs/sft_<kind>_script/<profile>)")
     parser.add_argument("--trained-by", default="scripts/sft.py", help="recorded in train_info.json")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.profile_obj = checked_profile(args)
+        if args.base and (problem := model_folder_problem(args.base)):   # checked without loading it
+            raise ValueError(f"--base: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder "
+                             "that holds the model's config.json and weights (or leave --base out to train on the "
+                             "profile's model).")
+        if args.init_adapter and not (Path(args.init_adapter) / "adapter_config.json").is_file():
+            raise ValueError(f"--init-adapter {args.init_adapter}: no adapter_config.json there, so it is not a saved "
+                             "LoRA adapter. Give the folder save_pretrained wrote (notebook 06's LoftQ cell makes one), "
+                             "or leave --init-adapter out to start from a new adapter.")
+        if args.output_dir:
+            check_replaceable(args.output_dir, "--output-dir")
+    except (ValueError, OutputPathError, ProfileError) as exc:
+        parser.error(str(exc))   # exit 2 with the message, before anything is loaded
+    return args
 
 
-def recipe(profile: Profile, output_dir: str) -> tuple[LoraConfig, SFTConfig]:
-    """The LoRA adapter and the trainer settings: notebook 01's section 4, cell for cell."""
+def model_folder_problem(path: str) -> str | None:
+    """Why ``path`` cannot be loaded as a model (a mistyped folder, a file, a folder without config.json)."""
+    from helpers.models import local_folder_problem
+
+    return local_folder_problem(path)
+
+
+def checked_profile(args: argparse.Namespace) -> Profile:
+    """The profile of ``--profile-json`` (a file Profile.to_json wrote) or ``--profile``, or ValueError saying what
+    to do: the same check for every script."""
+    if not args.profile_json:
+        return get_profile(args.profile)
+    path = Path(args.profile_json)
+    if args.profile:
+        raise ValueError(f"give --profile or --profile-json, not both (got {args.profile!r} and {path}).")
+    if not path.is_file():
+        raise ValueError(f"--profile-json {path}: no such file. Write one with "
+                         "Path(...).write_text(profile.to_json()), or give --profile tiny|cpu|t4|a100 instead.")
+    try:
+        return Profile.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:   # not JSON, a field missing, a field unknown
+        raise ValueError(f"--profile-json {path} is not a saved profile ({type(exc).__name__}: {exc}). Write it "
+                         "with profile.to_json(), or give --profile tiny|cpu|t4|a100 instead.") from None
+
+
+def recipe(profile: Profile, output_dir: str):
+    """The LoRA adapter and the trainer settings (``LoraConfig``, ``SFTConfig``): notebook 01's section 4, cell
+    for cell."""
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from helpers import training
+
     peft_config = LoraConfig(
         r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=0.0,
         target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -100,44 +143,60 @@ def recipe(profile: Profile, output_dir: str) -> tuple[LoraConfig, SFTConfig]:
     return peft_config, args
 
 
-STORAGE = {"uint8": torch.uint8, "bf16": torch.bfloat16, "fp16": torch.float16}
+STORAGE = {"uint8": "uint8", "bf16": "bfloat16", "fp16": "float16"}   # --quant-storage -> torch dtype name
 
 
 def load_base(profile: Profile, qlora: bool, quant_type: str = "nf4", double_quant: bool = True,
               path: str | None = None, quant_storage: str = "uint8"):
     """The model LoRA trains on (the profile's, or the folder ``path``): full precision, or (QLoRA) 4-bit and
     prepared for training (``quant_storage``: the dtype the packed 4-bit weights are stored in)."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    from helpers import models
+
     if not qlora:
         return models.load_model(profile, path)
     bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                                     bnb_4bit_use_double_quant=double_quant,
                                     bnb_4bit_compute_dtype=profile.compute_dtype_4bit,
-                                    bnb_4bit_quant_storage=STORAGE[quant_storage])   # FSDP: the compute dtype
+                                    bnb_4bit_quant_storage=getattr(torch, STORAGE[quant_storage]))   # FSDP: the compute dtype
     model = models.load_model(profile, path, quantization_config=bnb_config)
     # freezes the base, casts the norms to fp32, lets gradients flow into checkpointed frozen layers
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=profile.gradient_checkpointing)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    args = parse_args(argv)
-    profile = Profile.from_json(Path(args.profile_json).read_text()) if args.profile_json else get_profile(args.profile)
+    args = parse_args(argv)   # every argument and path checked before anything is loaded
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from trl import SFTTrainer
+
+    from helpers import data, models, training
+    from helpers.isolated import MemoryMonitor, save_run
+
+    profile = args.profile_obj
     overrides = {"sft_steps": args.max_steps, "sft_learning_rate": args.learning_rate,
                  "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r if args.lora_r else None}
     profile = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
     kind = "qlora" if args.qlora else "lora"
     profile = setup(f"{args.trained_by}: {kind}, fresh process", profile=profile)
-    output_dir = Path(args.output_dir or training.adapter_dir(profile, f"sft_{kind}_script"))
+    output_dir = check_replaceable(args.output_dir or training.adapter_dir(profile, f"sft_{kind}_script"),
+                                   "--output-dir")
 
     memory = MemoryMonitor()   # samples this process's memory from here on, model loading included
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tokenizer = models.load_tokenizer(profile)
-    model = load_base(profile, args.qlora, args.quant_type, args.double_quant, args.base, args.quant_storage)
     peft_config, sft_args = recipe(profile, str(outputs_dir("trainer", f"{kind}_{profile.name}")))
+    # the data is read and checked before the model is loaded: a bad row costs seconds, not a model load
+    rows = data.within_length(tokenizer, data.sft_rows(profile), sft_args.max_length)   # longer rows: counted, left out
+    model = load_base(profile, args.qlora, args.quant_type, args.double_quant, args.base, args.quant_storage)
     if args.init_adapter:   # start from a saved adapter (LoftQ): it brings its own LoraConfig
         model = PeftModel.from_pretrained(model, args.init_adapter, is_trainable=True)
         peft_config = None
-    rows = data.within_length(tokenizer, data.sft_rows(profile), sft_args.max_length)   # longer rows: counted, left out
     trainer = SFTTrainer(
         model=model,
         args=sft_args,

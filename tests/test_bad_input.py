@@ -17,7 +17,7 @@ import pytest
 from helpers import artifacts, data, dpo, evaluation, models, quant, training
 from helpers.data import DataError, assistant, user
 from helpers.models import ModelLoadError
-from helpers.paths import REPO_ROOT, atomic_folder
+from helpers.paths import OWNED_MARKER, REPO_ROOT, atomic_folder
 from helpers.profiles import ProfileError, ProfileTypeError, get_profile
 from helpers.results import ResultsError, write_results
 from helpers.skills import check_answer, mentions_answer
@@ -333,7 +333,8 @@ def test_two_processes_writing_one_folder_at_once_both_succeed(tmp_path):
              for _ in range(2)]
     failures = [int(p.communicate(timeout=120)[0]) for p in procs]
     assert failures == [0, 0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"] and len(list(target.iterdir())) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]
+    assert sorted(p.name for p in target.iterdir()) == sorted([OWNED_MARKER] + [f"part{k}.bin" for k in range(10)])
 
 
 def _saved_adapter(folder: Path) -> Path:
