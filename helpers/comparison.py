@@ -88,24 +88,48 @@ def accuracy_intervals(outcomes: Mapping[str, Mapping], key: str = "correct") ->
     return out
 
 
-def compare_pairs(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, str]]) -> dict[str, dict]:
-    """For each ``(a, b)``: ``b``'s skill accuracy minus ``a``'s on the same prompts (paired bootstrap interval,
-    McNemar p-value) and ``b``'s perplexity divided by ``a``'s on the same text (block-bootstrap interval); keyed
-    ``"b vs a"``. Variants without recorded outcomes are skipped (and said so)."""
+def _measured_metrics(oa: Mapping, ob: Mapping) -> list[str]:
+    """The metrics both variants recorded per-prompt outcomes for (so that a paired interval can be computed)."""
+    found = []
+    if oa.get("correct") and ob.get("correct"):
+        found.append("skill_accuracy")
+    if oa.get("preferred") and ob.get("preferred"):
+        found.append("preference_accuracy")
+    if oa.get("ppl_block_nll") and ob.get("ppl_block_nll"):
+        found.append("perplexity")
+    return found
+
+
+def interval_count(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, str]]) -> int:
+    """How many intervals :func:`compare_pairs` computes for ``pairs``: one per pair and metric both variants recorded."""
+    return sum(len(_measured_metrics(outcomes.get(a, {}), outcomes.get(b, {}))) for a, b in pairs)
+
+
+def compare_pairs(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, str]], level: float = 0.95,
+                  multiplicity: bool = False) -> dict[str, dict]:
+    """For each ``(a, b)``: ``b``'s skill (and preference) accuracy minus ``a``'s on the same prompts (paired bootstrap
+    interval) and ``b``'s perplexity divided by ``a``'s on the same text (block-bootstrap interval); keyed
+    ``"b vs a"``. Variants without recorded outcomes are skipped (and said so).
+
+    Every interval is at ``level``; with ``multiplicity=True`` the level is shared out over all the intervals computed
+    here (:func:`helpers.stats.bonferroni_level`), so that every verdict holds together with probability ``level``.
+    Each entry records the level it was computed at."""
     from . import stats
 
+    if multiplicity:
+        level = stats.bonferroni_level(max(1, interval_count(outcomes, pairs)), level)
     out = {}
     for a, b in pairs:
         oa, ob = outcomes.get(a, {}), outcomes.get(b, {})
         entry = {}
-        if oa.get("correct") and ob.get("correct"):
-            entry["skill_accuracy"] = stats.paired_difference([c == "1" for c in oa["correct"]],
-                                                              [c == "1" for c in ob["correct"]])
-        if oa.get("preferred") and ob.get("preferred"):
-            entry["preference_accuracy"] = stats.paired_difference([c == "1" for c in oa["preferred"]],
-                                                                   [c == "1" for c in ob["preferred"]])
-        if oa.get("ppl_block_nll") and ob.get("ppl_block_nll"):
-            entry["perplexity"] = stats.perplexity_ratio(oa["ppl_block_nll"], ob["ppl_block_nll"], ob["ppl_block_tokens"])
+        for metric in _measured_metrics(oa, ob):
+            if metric == "perplexity":
+                entry[metric] = stats.perplexity_ratio(oa["ppl_block_nll"], ob["ppl_block_nll"], ob["ppl_block_tokens"],
+                                                       level=level)
+            else:
+                key = "correct" if metric == "skill_accuracy" else "preferred"
+                entry[metric] = stats.paired_difference([c == "1" for c in oa[key]], [c == "1" for c in ob[key]],
+                                                        level=level)
         if not entry:
             print(f"{b} vs {a}: no per-prompt outcomes recorded for both, so no interval.")
             continue
@@ -113,44 +137,151 @@ def compare_pairs(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, st
     return out
 
 
+def level_of(comparisons: Mapping[str, Mapping]) -> float | None:
+    """The level the intervals of ``comparisons`` were computed at (``None`` when they differ or none is recorded;
+    results written before levels were recorded are 95%)."""
+    levels = {entry.get("level", 0.95) for pair in comparisons.values() for entry in pair.values()}
+    return levels.pop() if len(levels) == 1 else None
+
+
+def level_text(level: float | None) -> str:
+    """A level as a reader sees it: ``95%``, ``99.69%``."""
+    return "mixed-level" if level is None else f"{100 * level:.4g}%"
+
+
 def pairs_table(comparisons: Mapping[str, Mapping]) -> pd.DataFrame:
-    """:func:`compare_pairs` as a table to read: each difference with its 95% interval, and whether it is clear of
-    noise (the interval excludes no change)."""
+    """:func:`compare_pairs` as a table to read: each difference with its interval, and whether it is clear of
+    noise (the interval excludes no change). One statistic per question: the interval gives the verdict."""
+    interval = f"{level_text(level_of(comparisons))} interval"
     rows = {}
     for name, entry in comparisons.items():
         row = {}
         if d := entry.get("skill_accuracy"):
             row["skill acc. Δ (points)"] = f"{100 * d['difference']:+.1f}"
-            row["95% interval"] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-            row["McNemar p"] = round(d["p_value"], 4)
+            row[f"skill: {interval}"] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             row["skill: clear?"] = "yes" if d["clear"] else "no (noise)"
         if d := entry.get("preference_accuracy"):
             row["pref. acc. Δ (points)"] = f"{100 * d['difference']:+.1f}"
-            row["95% interval  "] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+            row[f"pref.: {interval}"] = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
             row["pref.: clear?"] = "yes" if d["clear"] else "no (noise)"
         if r := entry.get("perplexity"):
             row["perplexity ×"] = f"{r['ratio']:.3f}"
-            row["95% interval "] = f"[{r['low']:.3f}, {r['high']:.3f}]"
+            row[f"perplexity: {interval}"] = f"[{r['low']:.3f}, {r['high']:.3f}]"
             row["perplexity: clear?"] = "yes" if r["clear"] else "no (noise)"
         rows[name] = row
     table = pd.DataFrame(rows).T
-    order = ["skill acc. Δ (points)", "95% interval", "McNemar p", "skill: clear?", "pref. acc. Δ (points)",
-             "95% interval  ", "pref.: clear?", "perplexity ×", "95% interval ", "perplexity: clear?"]
+    order = ["skill acc. Δ (points)", f"skill: {interval}", "skill: clear?", "pref. acc. Δ (points)",
+             f"pref.: {interval}", "pref.: clear?", "perplexity ×", f"perplexity: {interval}", "perplexity: clear?"]
     return table[[c for c in order if c in table]].fillna("–")
 
 
-def verdict(comparisons: Mapping[str, Mapping], name: str, metric: str) -> str:
-    """One phrase for prose: how ``metric`` changed in comparison ``name`` and whether that is clear of noise."""
-    entry = comparisons[name].get(metric)
+def verdict(comparisons: Mapping[str, Mapping], name: str, metric: str, show_level: bool = True) -> str:
+    """One phrase for prose: how ``metric`` changed in comparison ``name`` and whether that is clear of noise (its
+    interval, whose level is named when it is not 95%, unless ``show_level`` is false)."""
+    entry = comparisons.get(name, {}).get(metric)
     if entry is None:
         return "not measured"
+    level = entry.get("level", 0.95)
+    tag = "" if abs(level - 0.95) < 1e-12 or not show_level else f" ({level_text(level)} interval)"
     if metric.endswith("accuracy"):
         size = f"{100 * entry['difference']:+.1f} points [{100 * entry['low']:+.1f}, {100 * entry['high']:+.1f}]"
         direction = "higher" if entry["difference"] > 0 else "lower"
     else:
         size = f"×{entry['ratio']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
         direction = "worse" if entry["ratio"] > 1 else "better"
-    return f"{direction}, {size}" if entry["clear"] else f"no clear difference ({size})"
+    return (f"{direction}, {size}" if entry["clear"] else f"no clear difference ({size})") + tag
+
+
+def direction(comparisons: Mapping[str, Mapping], name: str, metric: str) -> int | None:
+    """+1 when ``metric`` is clearly *better* in comparison ``name`` (``"b vs a"``: b better than a), -1 when clearly
+    worse, 0 when the interval holds no change, ``None`` when not measured. Better: higher accuracy, lower perplexity."""
+    entry = comparisons.get(name, {}).get(metric)
+    if entry is None:
+        return None
+    if not entry["clear"]:
+        return 0
+    up = entry["difference"] > 0 if metric.endswith("accuracy") else entry["ratio"] < 1
+    return 1 if up else -1
+
+
+def home_advantage(comparisons: Mapping[str, Mapping], docstrings: str, chat: str, method: str) -> str:
+    """Whether a calibrated method fits the text it was calibrated on, from the comparison ``"<chat> vs <docstrings>"``:
+    chat calibration clearly better on the chat skills *and* docstring calibration clearly better on the docstring
+    perplexity ("yes"), either one clearly the other way ("no"), else "not clearly". One sentence, with the numbers."""
+    name = f"{chat} vs {docstrings}"
+    if name not in comparisons:
+        return f"{method}: chat against docstring calibration not measured."
+    skill, ppl = direction(comparisons, name, "skill_accuracy"), direction(comparisons, name, "perplexity")
+    if skill == 1 and ppl == -1:
+        answer = "yes: each calibration wins on its own kind of text"
+    elif skill == -1 or ppl == 1:
+        answer = ("no: chat calibration is clearly " + " and ".join(
+            w for w, d in (("worse on the chat skills", skill == -1), ("better on the docstrings", ppl == 1)) if d))
+    else:
+        answer = "not clearly (the intervals hold no change)"
+    return (f"{method}, chat against docstring calibration: skill accuracy "
+            f"{verdict(comparisons, name, 'skill_accuracy')}; perplexity on docstrings "
+            f"{verdict(comparisons, name, 'perplexity')}. Does each fit the text it was calibrated on? {answer}.")
+
+
+def conclusion(metrics: Mapping[str, Mapping[str, float]], comparisons: Mapping[str, Mapping], reference: str = "dpo",
+               tuned_from: str = "sft_lora", base: str = "base", simulated: Sequence[str] = ("rtn", "gguf")) -> str:
+    """This run's answer to "which method, when", in sentences computed from ``metrics`` and the intervals of
+    ``comparisons`` (notebook 07's pairs: ``"<variant> vs <reference>"`` for every compressed variant, the calibrated
+    methods against RTN, and the GGUF Q4_1 row against the base). Nothing in it is typed: every direction is a verdict
+    of an interval, so the paragraph changes when the numbers do."""
+    def pct(name, metric="skill_accuracy"):
+        return f"{100 * metrics[name][metric]:.1f}%"
+
+    def own_memory(name):
+        return not any(s in name for s in simulated) and metrics[name].get("footprint_mb") is not None
+
+    out = []
+    tuned = f"{reference} vs {tuned_from}"
+    if tuned in comparisons:
+        out.append(f"Preference tuning ({reference} against {tuned_from}): preference accuracy "
+                   f"{verdict(comparisons, tuned, 'preference_accuracy', show_level=False)}; skill accuracy "
+                   f"{verdict(comparisons, tuned, 'skill_accuracy', show_level=False)}.")
+    compressed = [n for n in metrics if n.startswith(f"{reference}_") and f"{n} vs {reference}" in comparisons]
+    keep = [n for n in compressed if direction(comparisons, f"{n} vs {reference}", "skill_accuracy") in (0, 1)]
+    lose = [n for n in compressed if direction(comparisons, f"{n} vs {reference}", "skill_accuracy") == -1]
+    if compressed:
+        out.append(f"Against the tuned model's skill accuracy ({pct(reference)}), "
+                   f"{', '.join(keep) or 'no compressed variant'} show{'s' if len(keep) == 1 else ''} no clear loss, and "
+                   f"{', '.join(lose) or 'none'} lose{'s' if len(lose) == 1 else ''} clearly.")
+        real = [n for n in keep if own_memory(n)]
+        if real and own_memory(reference):
+            best = min(real, key=lambda n: metrics[n]["footprint_mb"])
+            out.append(f"The smallest in memory among those that keep it is {best}: {metrics[best]['footprint_mb']:.0f} MB "
+                       f"of weights against {metrics[reference]['footprint_mb']:.0f} MB (rows simulated in full precision "
+                       "are left out: their memory is not their own).")
+        else:
+            out.append("No variant that holds its own memory (simulated rows left out) keeps the skill accuracy "
+                       "without a clear loss.")
+    for a, b, label in ((f"{reference}_rtn", f"{reference}_gptq", "GPTQ against RTN"),
+                        (f"{reference}_rtn", f"{reference}_awq", "AWQ against RTN"),
+                        (f"{reference}_awq", f"{reference}_gptq", "GPTQ against AWQ")):
+        name = next((k for k in comparisons if k.startswith(b) and f" vs {a}" in k), None)
+        if name:
+            out.append(f"{label} (same bits, group size and grid): skill accuracy "
+                       f"{verdict(comparisons, name, 'skill_accuracy', show_level=False)}; perplexity {verdict(comparisons, name, 'perplexity', show_level=False)}.")
+    q41 = f"{reference}_gguf_q4_1"
+    if q41 in metrics and f"{q41} vs {base}" in comparisons and f"{q41} vs {reference}" in comparisons:
+        vs_tuned = direction(comparisons, f"{q41} vs {reference}", "skill_accuracy")
+        vs_base = direction(comparisons, f"{q41} vs {base}", "skill_accuracy")
+        if vs_tuned == -1 and vs_base == 0:
+            what = "erased the fine-tuning: its skill accuracy is not clearly different from the base model's"
+        elif vs_tuned == -1:
+            what = "erased part of the fine-tuning: clearly below the tuned model, clearly above the base"
+        else:
+            what = "did not erase the fine-tuning: no clear loss against the tuned model"
+        out.append(f"Re-quantizing the tuned model to GGUF Q4_1 {what} ({pct(q41)} against {pct(base)} for the base and "
+                   f"{pct(reference)} tuned; perplexity against the base {verdict(comparisons, f'{q41} vs {base}', 'perplexity', show_level=False)}).")
+    level = level_of(comparisons)
+    if level is not None and abs(level - 0.95) > 1e-12:
+        out.append(f"Every verdict here comes from a {level_text(level)} interval, so that all of them hold together "
+                   "with 95% confidence (Bonferroni).")
+    return " ".join(out)
 
 
 def choose_calibration(metrics: Mapping[str, Mapping[str, float]], outcomes: Mapping[str, Mapping],
