@@ -17,6 +17,11 @@ from .data import check_eval_rows, message_problem, require_sequence
 from .skills import check_answer, mentions_answer
 
 
+class EvalInputError(ValueError):
+    """An evaluation input that cannot be measured (no prompts, a window too short, no text); the message says what
+    to pass instead."""
+
+
 def autocast_context(enabled: bool):
     """bf16 autocast on CPU when ``enabled`` (about 2x faster on CPUs with AVX-512 bf16), else a no-op."""
     if not enabled:
@@ -28,7 +33,8 @@ def rate_by(flags: Iterable[bool], keys: Sequence[str]) -> dict[str, float]:
     """Mean of boolean ``flags`` grouped by ``keys`` (e.g. accuracy per skill), keys sorted."""
     flags = list(flags)
     if len(flags) != len(keys):
-        raise ValueError(f"{len(keys)} skill labels for {len(flags)} pairs.")
+        raise EvalInputError(f"{len(keys)} skill labels for {len(flags)} pairs; pass one label per flag, in the same "
+                             "order.")
     groups: dict[str, list[bool]] = {}
     for flag, key in zip(flags, keys):
         groups.setdefault(key, []).append(bool(flag))
@@ -106,12 +112,12 @@ def check_prompts(prompts) -> list:
     would be read one character at a time) or an empty prompt is refused with its index."""
     prompts = require_sequence(prompts, "prompts", "['What is the capital of France?']")
     if not prompts:
-        raise ValueError("generate() got no prompts: pass at least one prompt string or message list.")
+        raise EvalInputError("generate() got no prompts: pass at least one prompt string or message list.")
     for i, p in enumerate(prompts):
         problem = (None if p.strip() else "it is empty") if isinstance(p, str) else message_problem(p, "prompt")
         if problem:
-            raise ValueError(f"Prompt {i} cannot be generated from: {problem}. Give a non-empty string or a list of "
-                             "{'role', 'content'} messages.")
+            raise EvalInputError(f"Prompt {i} cannot be generated from: {problem}. Give a non-empty string or a list "
+                                 "of {'role', 'content'} messages.")
     return prompts
 
 
@@ -243,13 +249,27 @@ def token_losses(
     """The negative log-likelihood of every predicted token of ``text``, scored in non-overlapping windows of
     ``window`` tokens (each window on its own; its first token is not predicted). :func:`perplexity` is
     ``exp`` of their mean; :mod:`helpers.stats` turns them into intervals."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+        raise EvalInputError(f"window={window!r}: each window's first token is not predicted, so a window must hold at "
+                             "least 2 tokens (and scores little below a few hundred). Pass window=512 (the default) "
+                             "or the profile's max_length.")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2):
+        raise EvalInputError(f"max_tokens={max_tokens!r}: at least 2 tokens are needed to predict one. Pass a whole "
+                             "number of 2 or more, or None to score all of the text.")
     if not isinstance(text, str):
-        text = "\n\n".join(require_sequence(text, "text", "['first passage', 'second passage']"))
+        texts = require_sequence(text, "text", "['first passage', 'second passage']")
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise EvalInputError(f"text[{bad[0]}] is a {type(texts[bad[0]]).__name__}, not a string: pass one string "
+                                 "or a list of strings (e.g. text.stdlib_samples('eval', 8)).")
+        text = "\n\n".join(texts)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     if max_tokens is not None:
         ids = ids[:max_tokens]
     if ids.numel() < 2:
-        raise ValueError("perplexity() needs at least two tokens of text; the text given is empty or too short.")
+        raise EvalInputError(f"perplexity() needs at least two tokens of text; the text given is "
+                             f"{'empty' if not text.strip() else f'{ids.numel()} token long'}. Pass a longer text (a "
+                             "few thousand tokens give a stable number, e.g. text.stdlib_samples('eval', 8)).")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -78,8 +78,56 @@ def source(dataset_id: str, hub_data: str | None = None) -> str:
     local = root / dataset_id
     if not local.is_dir():
         raise DataError(f"No local copy of {dataset_id} in {root} (from {HUB_DATA_ENV} or the profile's hub_data): "
-                        f"expected the folder {local}. Download it there, or unset {HUB_DATA_ENV} to read the Hub.")
+                        f"expected the folder {local}. Download it there (huggingface-cli download --repo-type dataset "
+                        f"{dataset_id} --local-dir {local}), or leave {HUB_DATA_ENV} and hub_data unset to read the Hub.")
     return str(local)
+
+
+def card_splits(local: Path) -> dict[str, list[str]] | None:
+    """The data files a local copy's dataset card (``README.md``) declares for each split of its first config
+    (``{"test_prefs": ["data/test_prefs-*"], ...}``), or ``None`` when the card declares none."""
+    import yaml
+
+    card = local / "README.md"
+    text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
+    if not text.startswith("---"):
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except (yaml.YAMLError, IndexError):
+        return None
+    configs = meta.get("configs") if isinstance(meta, dict) else None
+    files = configs[0].get("data_files") if isinstance(configs, list) and configs and isinstance(configs[0], dict) else None
+    if not isinstance(files, list):
+        return None
+    declared = {}
+    for entry in files:
+        if isinstance(entry, dict) and isinstance(entry.get("split"), str):
+            path = entry.get("path")
+            declared[entry["split"]] = [path] if isinstance(path, str) else [p for p in path or [] if isinstance(p, str)]
+    return declared or None
+
+
+def local_copy_problem(local: Path, split: str) -> str | None:
+    """What a local copy lacks for ``load_dataset`` to read ``split`` (``None`` when nothing): a split its card
+    declares with no file matching (``datasets`` then refuses every split of the copy, with a message about data-file
+    formats), or, for a copy without a card, no data file for ``split``."""
+    declared = card_splits(local)
+    if declared is not None:
+        missing = [name for name, patterns in declared.items() if not any(any(local.glob(p)) for p in patterns)]
+        if missing:
+            return (f"no file in {local} matches what its README.md declares for the split(s) {missing} "
+                    f"({', '.join(p for name in missing for p in declared[name])})")
+        if split not in declared:
+            return f"its README.md declares the splits {list(declared)}, not {split!r}"
+        return None
+    from datasets.data_files import get_data_patterns
+
+    try:
+        found = get_data_patterns(str(local))
+    except Exception:   # no data files at all, among others: load_dataset says which
+        return None
+    return None if split in found else f"{local} holds no data files for the split {split!r} (it has {sorted(found)})"
 
 
 def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None, seed: int = 0) -> list[dict]:
@@ -89,8 +137,13 @@ def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None
 
     info = spec(dataset_id)
     if split not in info.splits:
-        raise DataError(f"{dataset_id} has no split {split!r}; its splits are {list(info.splits)}.")
+        raise DataError(f"{dataset_id} has no split {split!r}; its splits are {list(info.splits)}. Use one of those "
+                        f"(the course trains on {info.train!r} and tests on {info.test!r}).")
     where = source(dataset_id, hub_data)
+    if where != dataset_id and (problem := local_copy_problem(Path(where), split)):   # before datasets reads it
+        raise DataError(f"The local copy of {dataset_id} is incomplete: {problem}. Download the missing files there "
+                        f"again (huggingface-cli download --repo-type dataset {dataset_id} --local-dir {where}), or "
+                        f"set {HUB_DATA_ENV} to a complete copy.")
     key = (where, split, n, seed)
     if key in _READ:   # read once per process: a profile's rows are asked for by several helpers
         return copy.deepcopy(_READ[key])
@@ -103,7 +156,9 @@ def stream_rows(dataset_id: str, split: str, n: int, hub_data: str | None = None
                         "data: COURSE_SFT_DATASET=skills, COURSE_PREFERENCE_DATASET=skills.") from exc
     missing = [c for c in info.columns if rows and c not in rows[0]]
     if missing:
-        raise DataError(f"{where} [{split}] lacks the columns {missing} of {dataset_id}; it has {sorted(rows[0])}.")
+        raise DataError(f"{where} [{split}] lacks the columns {missing} of {dataset_id}; it has {sorted(rows[0])}. "
+                        "Use a copy in the Hub's schema (download it again), or load your rows yourself and pass them "
+                        "through data.usable_rows with data.normalize_sft_row or data.normalize_preference_row.")
     _READ[key] = rows
     return copy.deepcopy(rows)
 

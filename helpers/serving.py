@@ -22,9 +22,47 @@ SERVING_FIELDS = {
 NEEDED_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
+def folder_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` is not a saved model folder a server can read (``None`` when it holds ``config.json``): it does
+    not exist (with the nearest names that do), it is a file, or it holds no ``config.json`` (an adapter, a failed
+    save). :func:`helpers.models.local_folder_problem` with one more rule: a name shaped like a Hub id is no excuse."""
+    from .models import local_folder_problem
+
+    path = Path(folder).expanduser()
+    problem = local_folder_problem(path)
+    if problem is None and not path.is_dir():
+        problem = f"there is no folder {path}"
+    elif problem is None and not (path / "config.json").is_file():
+        problem = f"{path} holds no config.json (an adapter folder is served merged: pipeline.merged)"
+    return problem
+
+
+def model_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path when it is a saved model folder (:func:`folder_problem`); otherwise
+    :class:`~helpers.models.ModelLoadError` saying what is there and what to do, before anything is loaded."""
+    from .models import ModelLoadError
+
+    if problem := folder_problem(folder):
+        raise ModelLoadError(f"{problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder of a saved "
+                             "model (config.json, tokenizer and *.safetensors), e.g. what pipeline.dpo_merged(profile) "
+                             "or pipeline.quantized(...) returns.")
+    return Path(folder).expanduser()
+
+
 def quantization_config(folder: str | Path) -> dict | None:
     """``config.json``'s ``quantization_config`` of a saved model (``None`` for a full-precision one)."""
-    return json.loads((Path(folder) / "config.json").read_text()).get("quantization_config")
+    from .models import ModelLoadError
+
+    path = model_folder(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON ({exc}); save the model again "
+                             "(model.save_pretrained, or the pipeline function that made it).") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
+                             "(model.save_pretrained, or the pipeline function that made it).")
+    return config.get("quantization_config")
 
 
 def method_of(folder: str | Path) -> str:
@@ -41,12 +79,19 @@ def serving_fields(folder: str | Path) -> dict:
 
 def serving_problems(folder: str | Path) -> list[str]:
     """What a server would miss in ``folder``: files (weights, tokenizer, chat template) and quantization fields."""
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():   # a file, or nothing there: that is the one problem
+        return [folder_problem(folder)]
     problems = [f"no {name}" for name in NEEDED_FILES if not (folder / name).is_file()]
     if not list(folder.glob("*.safetensors")):
         problems.append("no *.safetensors weights")
     if (folder / "config.json").is_file():
-        method = method_of(folder)
+        from .models import ModelLoadError
+
+        try:
+            method = method_of(folder)
+        except ModelLoadError as exc:   # config.json is not a JSON object
+            return [*problems, str(exc)]
         if method not in ("full precision", *SERVING_FIELDS):
             problems.append(f"quant_method {method!r} is neither gptq nor awq")
         problems += [f"quantization_config has no {k!r}" for k, v in serving_fields(folder).items() if v is None]
@@ -74,5 +119,6 @@ def reload(folder: str | Path, profile=None):
     from .models import from_pretrained_kwargs
     from .profiles import get_profile
 
+    folder = model_folder(folder)   # a file, a missing folder, no config.json: said before transformers is asked
     kwargs = from_pretrained_kwargs(profile or get_profile(), str(folder))
     return AutoModelForCausalLM.from_pretrained(folder, **kwargs), AutoTokenizer.from_pretrained(folder)

@@ -441,6 +441,21 @@ SKILLS: dict[str, Skill] = {
 _QUOTES = "\"'`“”‘’«»*"
 
 
+class CheckerInputError(TypeError):
+    """The checker was given something other than text where text belongs (a response, an accepted answer) or one
+    string where the list of accepted answers belongs; the message says what to pass."""
+
+
+def _text(value, what: str, example: str) -> str:
+    """``value`` when it is a string; otherwise :class:`CheckerInputError` naming what was given and what to pass."""
+    if isinstance(value, str):
+        return value
+    hint = (" (a list: call the checker once per response)" if isinstance(value, (list, tuple)) else
+            " (None: the model's answer is missing; pass '' for an empty answer)" if value is None else "")
+    raise CheckerInputError(f"{what} must be a string, got {type(value).__name__} {value!r:.60}{hint}. Pass one "
+                            f"string, e.g. {example}.")
+
+
 def normalize_answer(text: str, case_sensitive: bool = False) -> str:
     """Normalise a model response or a reference answer before exact comparison.
 
@@ -449,7 +464,7 @@ def normalize_answer(text: str, case_sensitive: bool = False) -> str:
     '?' removed; inner whitespace collapsed to single spaces; lower-cased unless
     ``case_sensitive``. Nothing else is forgiven: "The capital is Paris." stays a sentence.
     """
-    text = unicodedata.normalize("NFKD", text)
+    text = unicodedata.normalize("NFKD", _text(text, "normalize_answer()'s text", "normalize_answer('Paris.')"))
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     text = text.strip().strip(_QUOTES).strip()
     text = re.sub(r"[.!?]$", "", text).strip().strip(_QUOTES).strip()
@@ -459,15 +474,28 @@ def normalize_answer(text: str, case_sensitive: bool = False) -> str:
 
 def check_answer(response: str, answers: Sequence[str], case_sensitive: bool = False) -> bool:
     """True when the normalised response equals one of the normalised accepted answers exactly."""
-    got = normalize_answer(response, case_sensitive)
+    got = normalize_answer(_text(response, "The response", RESPONSE_EXAMPLE), case_sensitive)
     return any(got == normalize_answer(a, case_sensitive) for a in _answer_list(answers))
 
 
-def _answer_list(answers: Sequence[str]) -> Sequence[str]:
-    """Refuse one answer string where the list of accepted answers belongs (each character would count)."""
+RESPONSE_EXAMPLE = "check_answer(responses[i], row['answers'])"
+
+
+def _answer_list(answers: Sequence[str]) -> list[str]:
+    """The accepted answers as a list of strings: one answer string where the list belongs (each character would
+    count), an empty list (nothing could be right) or an answer that is not text is refused, saying what to pass."""
     if isinstance(answers, str):
-        raise TypeError(f"answers must be a list of accepted answers such as [{answers!r}], not the string "
-                        f"{answers!r}: a string would be checked one character at a time.")
+        raise CheckerInputError(f"answers must be a list of accepted answers such as [{answers!r}], not the string "
+                                f"{answers!r}: a string would be checked one character at a time. Pass a list: [{answers!r}].")
+    if isinstance(answers, dict) or not hasattr(answers, "__iter__"):
+        raise CheckerInputError(f"answers must be a list of accepted answers, got {type(answers).__name__} "
+                                f"{answers!r:.60}. Pass a list of strings, e.g. ['Paris'].")
+    answers = list(answers)
+    if not answers:
+        raise CheckerInputError("answers is an empty list: no response could be right. Pass at least one accepted "
+                                "answer, e.g. ['Paris'].")
+    for i, a in enumerate(answers):
+        _text(a, f"answers[{i}]", f"[{str(a)!r}] (write numbers as text)")
     return answers
 
 
@@ -477,7 +505,8 @@ def mentions_answer(response: str, answers: Sequence[str], case_sensitive: bool 
     Used only to show *why* a model fails the exact check (it knew the answer but wrapped it
     in a sentence); never used as the skill accuracy.
     """
-    got = normalize_answer(response, case_sensitive)
+    got = normalize_answer(_text(response, "The response", RESPONSE_EXAMPLE.replace("check_", "mentions_")),
+                           case_sensitive)
     for answer in _answer_list(answers):
         ref = re.escape(normalize_answer(answer, case_sensitive))
         if re.search(rf"(?<![\w-]){ref}(?![\w-])", got):

@@ -119,10 +119,9 @@ def test_a_file_that_appears_during_the_write_is_kept(tmp_path):
 def test_the_fresh_process_training_refuses_a_users_folder_before_starting(tmp_path):
     target = tmp_path / "results.csv"
     target.write_text("a,b\n1,2\n")
-    start = time.perf_counter()
     with pytest.raises(OutputPathError, match=r"results.csv is an existing file.*Give folder= a path"):
         isolated.train_isolated(TINY, folder=target)
-    assert time.perf_counter() - start < 5 and target.read_text() == "a,b\n1,2\n"
+    assert target.read_text() == "a,b\n1,2\n"
 
 
 @pytest.mark.parametrize("argv", [
@@ -141,7 +140,6 @@ def test_scripts_refuse_an_existing_file_as_output_in_seconds(argv, tmp_path):
     assert "my_file.txt is an existing file" in proc.stderr and "Writing there would delete it" in proc.stderr
     assert user_file.read_text() == "keep me"
     assert not (tmp_path / "artifacts" / "outputs" / "sft_lora").exists()   # nothing was built or trained
-    assert seconds < 30, f"the refusal took {seconds:.1f} s"   # measured: 1-7 s (imports, no model)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -254,7 +252,6 @@ def test_dpo_script_checks_its_data_before_building_the_sft_model(tmp_path):
                                 "--columns", "prompt=q,chosen=good"], tmp_path)
     assert proc.returncode == 2 and "no column 'rejected'" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "artifacts" / "outputs" / "sft_lora").exists()
-    assert seconds < 30, f"the refusal took {seconds:.1f} s"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -323,14 +320,16 @@ def test_a_nan_metric_on_disk_names_the_file(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 OWN_ERRORS = {"DataError", "RowError", "ResultsError", "QuantError", "ArtifactError", "ModelLoadError", "ProfileError",
-              "ProfileTypeError", "OutputPathError", "TrainingError"}
+              "ProfileTypeError", "OutputPathError", "TrainingError", "CheckerInputError", "EvalInputError"}
 REMEDY = __import__("re").compile(
     r"\b(use|give|run|delete|set|fix|save|map|add|drop|write|pass|call|raise|rebuild|move|regenerate|restore|fill|"
     r"leave|shorten|convert|check)\b", __import__("re").I)
 REMEDY_NAMES = {"fix", "rerun", "WRITE_FIX", "REGENERATE"}   # variables that hold what to do
 # the files whose messages this test holds to the rule (the scripts, data and results layers, the atomic swap)
 CHECKED = ["helpers/data.py", "helpers/errors.py", "helpers/results.py", "helpers/paths.py", "helpers/artifacts.py",
-           "helpers/isolated.py", "scripts/sft.py", "scripts/dpo.py", "scripts/quantize.py"]
+           "helpers/isolated.py", "scripts/sft.py", "scripts/dpo.py", "scripts/quantize.py",
+           "helpers/quant.py", "helpers/serving.py", "helpers/models.py", "helpers/hub_data.py", "helpers/evaluation.py",
+           "helpers/skills.py", "helpers/pipeline.py", "helpers/profiles.py"]
 
 
 def remedy_problems(path: Path) -> list[str]:
