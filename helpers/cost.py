@@ -267,7 +267,6 @@ def notebook_work(profile: Profile, notebook: str) -> list[Work]:
     runtime, including what it rebuilds (``rebuild=True``) and the first download of the model."""
     p = profile
     hub_pairs = p.preference_dataset != "skills"
-    bits = len(p.quant_bits)
     items = [model_load(p, "download and load the model", download=True)]
     if notebook == "01_sft_lora":
         items += [skills_eval(p, "base model: skills evaluation"), sft_training(p),

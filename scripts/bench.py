@@ -185,7 +185,6 @@ def bench(paths: list[str], profile_name: str) -> dict:
         report(row(kind, seconds, 2 * sum(p.numel() for p in model.parameters()) * ids.numel(),
                    precision=precision if kind == "nf4_forward" else "fp32", limits=limits,
                    note="forward of 8 x 128 tokens; FLOPs from 2·N·T (bitsandbytes' kernels are not counted by torch)"))
-        del qmodel
     if any(k in paths for k in SLOW):
         import tempfile
 
