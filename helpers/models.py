@@ -210,6 +210,22 @@ def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
     )
 
 
+def read_config_json(folder: str | Path, error: type[Exception] | None = None) -> dict:
+    """``folder/config.json`` as a dict, without loading the model; an unreadable file or one that is not a JSON
+    object raises ``error`` (default :class:`ModelLoadError`) saying what to do."""
+    error = error or ModelLoadError
+    path = Path(folder).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise error(f"{path} is not valid JSON ({exc}); save the model again (model.save_pretrained, or the pipeline "
+                    "function that made it) or give another folder.") from None
+    if not isinstance(config, dict):
+        raise error(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
+                    "(model.save_pretrained, or the pipeline function that made it) or give another folder.")
+    return config
+
+
 @takes_profile
 def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     """The profile's tokenizer, with a pad token set (SmolLM2 pads with ``<|im_end|>``)."""

@@ -576,17 +576,9 @@ def model_folder_problem(model_dir: str | Path) -> str | None:
 def config_widths(model_dir: str | Path) -> list[int]:
     """The input widths of the model's Linear layers, read from its ``config.json`` (hidden size, MLP width,
     attention width) without loading it; empty when the config does not say."""
-    import json
+    from .models import read_config_json
 
-    path = Path(model_dir).expanduser() / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as exc:
-        raise QuantError(f"{path} is not valid JSON ({exc}); save the model again (model.save_pretrained) or give "
-                         "another folder.") from None
-    if not isinstance(config, dict):
-        raise QuantError(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
-                         "(model.save_pretrained) or give another folder.")
+    config = read_config_json(model_dir, QuantError)
     widths = [config.get("hidden_size"), config.get("intermediate_size")]
     if config.get("head_dim") and config.get("num_attention_heads"):
         widths.append(config["head_dim"] * config["num_attention_heads"])

@@ -12,7 +12,6 @@ A merged model is an ordinary transformers folder. A GPTQ or AWQ checkpoint carr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 SERVING_FIELDS = {
@@ -51,18 +50,9 @@ def model_folder(folder: str | Path) -> Path:
 
 def quantization_config(folder: str | Path) -> dict | None:
     """``config.json``'s ``quantization_config`` of a saved model (``None`` for a full-precision one)."""
-    from .models import ModelLoadError
+    from .models import read_config_json
 
-    path = model_folder(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ModelLoadError(f"{path} is not valid JSON ({exc}); save the model again "
-                             "(model.save_pretrained, or the pipeline function that made it).") from None
-    if not isinstance(config, dict):
-        raise ModelLoadError(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
-                             "(model.save_pretrained, or the pipeline function that made it).")
-    return config.get("quantization_config")
+    return read_config_json(model_folder(folder)).get("quantization_config")
 
 
 def method_of(folder: str | Path) -> str:
