@@ -325,9 +325,10 @@ PROFILES: dict[str, Profile] = {
         sft_mix_rows=160,
         preference_rows=192,
         preference_test_rows=200,
-        # GRPO: 8 prompts x 4 answers per step measured 8.5 s/step (median of 6; answers ~3 tokens, stopped at the
-        # end token) on 2 shared cores with AMX (results/08_grpo.json has the reference run's time and matmul rate);
-        # 20 steps keep notebook 08 near 6 minutes. TRL's default lr 1e-6 is for full fine-tuning: LoRA needs more
+        # GRPO: 8 prompts x 4 answers per step took 7.7 s/step (20 steps; answers ~3 tokens, stopped at the end
+        # token) on 2 shared cores with AMX bf16 (2.5 TFLOP/s bf16 matmul measured in the same run), notebook 08 in
+        # 207 s (results/08_grpo.json). 40 steps ran past 10 minutes once on the same machine under heavier load.
+        # TRL's default lr 1e-6 is for full fine-tuning: a LoRA adapter starting at zero needs more
         grpo_steps=20, grpo_prompts_per_step=8, grpo_num_generations=4, grpo_max_completion_length=12,
         grpo_learning_rate=1e-4, grpo_beta=0.0,
     ),
