@@ -82,10 +82,11 @@ DEVICES: dict[str, Device] = {
 # the T4's memory with room for fragmentation) and the same time on the bigger cards.
 TIME_LIMIT_S = 15 * 60
 NOTEBOOKS = ("01_sft_lora", "02_dpo", "03_gptq", "04_awq", "05_bitsandbytes_int8_nf4", "06_qlora",
-             "07_method_comparison")
+             "07_method_comparison", "08_grpo")
 # What each notebook needs from earlier ones (helpers.pipeline), rebuilt on a fresh runtime unless kept on Drive.
 NEEDS = {"01_sft_lora": (), "02_dpo": ("sft",), "03_gptq": ("sft", "dpo"), "04_awq": ("sft", "dpo"),
-         "05_bitsandbytes_int8_nf4": ("sft", "dpo"), "06_qlora": ("sft",), "07_method_comparison": ("sft", "dpo")}
+         "05_bitsandbytes_int8_nf4": ("sft", "dpo"), "06_qlora": ("sft",), "07_method_comparison": ("sft", "dpo"),
+         "08_grpo": ("sft", "dpo")}
 
 
 def cpu_device(matmul_gflops: float, bandwidth_gbs: float = 20.0, step_overhead_s: float = 0.06,
@@ -249,6 +250,20 @@ def model_load(profile: Profile, what: str = "load the model", download: bool = 
     return Work(what, mb_download=mb, seconds=2.0 + s["params"] / 1e9 * 3.0)
 
 
+def grpo_training(profile: Profile) -> list[Work]:
+    """GRPO (notebook 08): per step, one batched generation of prompts × num_generations completions (one decoding
+    step per completion token), then the policy's forward and backward on those sequences (and the reference's
+    forward when ``beta > 0``)."""
+    n = shape(profile)["params"]
+    seqs = profile.grpo_prompts_per_step * profile.grpo_num_generations
+    tokens = seqs * (EVAL_PROMPT_TOKENS + profile.grpo_max_completion_length)
+    per_token = FORWARD + BACKWARD_LORA + (FORWARD if profile.gradient_checkpointing else 0) + (FORWARD if profile.grpo_beta else 0)
+    steps = profile.grpo_steps
+    return [Work("GRPO: generation", flops=FORWARD * n * tokens * steps,
+                 decode_steps=steps * profile.grpo_max_completion_length),
+            Work("GRPO: loss and backward", flops=per_token * n * tokens * steps, decode_steps=steps)]
+
+
 def rebuild_work(profile: Profile, needs: tuple[str, ...]) -> list[Work]:
     """What a fresh runtime rebuilds before the lesson (helpers.pipeline): notebook 01's adapter (SFT training, then
     merged and saved), notebook 02's DPO adapter (its main recipe only), each merged and saved."""
@@ -329,6 +344,10 @@ def notebook_work(profile: Profile, notebook: str) -> list[Work]:
             items += [model_load(p, f"{v}: load")] + measured_variant(p, v, with_speed=False, pairs=True)
         items += [replace(skills_eval(p), what=f"serving check: {v} reloaded", flops=0.0,
                           decode_steps=p.max_new_tokens) for v in ("merged", "GPTQ", "AWQ")]
+    elif notebook == "08_grpo":
+        items += rebuild_work(p, NEEDS[notebook])
+        items += [model_load(p, "load the SFT model")] + grpo_training(p)
+        items += [skills_eval(p, f"{who}: skills evaluation") for who in ("SFT", "SFT -> DPO", "SFT -> GRPO")]
     else:
         raise ValueError(f"Unknown notebook {notebook!r}; one of {', '.join(NOTEBOOKS)}.")
     return items
@@ -375,6 +394,11 @@ def notebook_memory_gb(profile: Profile, notebook: str) -> dict[str, float]:
               "DPO training": dpo + (held - 1) * weights if notebook == "02_dpo" or "dpo" in NEEDS.get(notebook, ()) else 0.0,
               "scoring pairs": score + (held - 1) * weights if notebook in ("02_dpo", "07_method_comparison") else 0.0,
               "evaluation and perplexity": ppl + (held - 1) * weights}
+    if notebook == "08_grpo":
+        seqs = profile.grpo_prompts_per_step * profile.grpo_num_generations
+        length = EVAL_PROMPT_TOKENS + profile.grpo_max_completion_length
+        grpo_acts = s["layers"] * 34 * seqs * length * s["hidden"] / (8 if profile.gradient_checkpointing else 1)
+        phases["GRPO training"] = weights + (lora + grpo_acts + seqs * length * s["vocab"] * (2 + 4 + 4)) / 1e9 + context
     if notebook in ("03_gptq", "04_awq", "07_method_comparison"):
         t = calibration_tokens(profile)
         phases["quantization"] = weights + (t * s["hidden"] * 4 * 4 + s["mlp"] ** 2 * 4 * 2) / 1e9 + context

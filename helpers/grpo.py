@@ -218,6 +218,7 @@ def trl_loss(trainer, batch: dict, advantages, old_logps, ref_logps=None) -> flo
     ``beta > 0``), as one training step with one batch per generation would."""
     import torch
 
+    advantages = torch.as_tensor(advantages, device=batch["completion_mask"].device)   # on the GPU with the batch
     inputs = dict(batch, advantages=advantages, old_per_token_logps=old_logps,
                   num_items_in_batch=batch["completion_mask"].sum())
     if trainer.beta != 0.0:

@@ -411,7 +411,7 @@ PROFILES: dict[str, Profile] = {
         preference_rows=480,     # 60 steps x 8, one pass
         preference_test_rows=500,
         # GRPO sizes: estimates (not measured on a GPU): 32 prompts x 8 completions per step
-        grpo_steps=150, grpo_prompts_per_step=32, grpo_num_generations=8, grpo_max_completion_length=16,
+        grpo_steps=100, grpo_prompts_per_step=32, grpo_num_generations=8, grpo_max_completion_length=16,
         grpo_learning_rate=1e-5, grpo_beta=0.0,
     ),
 }
