@@ -9,6 +9,11 @@ next to the measured time. The ratio measured / estimate is the model's error on
 
     python scripts/cost_check.py                 # every run key that has rates
     python scripts/cost_check.py --rebuilt 02 05 # these notebooks ran on a fresh clone: count their rebuilds
+
+The committed check: notebooks 05 (first, on a fresh clone: it rebuilt 01's and 02's models) and 01 on `cpu` in bf16,
+and 01 in fp32 with oneDNN and ATen limited to AVX2, each in a fresh clone; their times are results/cost_check_runs.json:
+
+    python scripts/cost_check.py --times results/cost_check_runs.json --rebuilt 05
 """
 
 from __future__ import annotations

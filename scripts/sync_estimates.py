@@ -55,6 +55,9 @@ def readme_block(cost_check: dict | None = None) -> str:
             lines.append(f"| {r['run']} | {r['notebook']}{' (rebuilds counted)' if r.get('rebuilds_counted') else ''} | "
                          f"{r['cpu']} | {r['date']} | {r['matmul_gflops']:.0f} | {r['estimate_s']:.0f} s | "
                          f"{r['measured_s']:.0f} s | {r['measured_over_estimate']:.2f} |")
+        ratios = [r["measured_over_estimate"] for r in cost_check["rows"]]
+        lines += ["", f"On these runs the measured time was {min(ratios):.2f} to {max(ratios):.2f} times the estimate: "
+                  "read the GPU minutes above as good to about that factor until a GPU measures them."]
     return "\n".join(lines) + "\n"
 
 
