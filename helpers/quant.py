@@ -562,7 +562,7 @@ def model_folder_problem(model_dir: str | Path) -> str | None:
     """Why ``model_dir`` is not a saved full-precision model folder that GPTQModel can quantize (``None`` when it
     is one): it does not exist (with the nearest names), is a file, or holds no ``config.json`` (a Hub id, an
     adapter folder, a failed save). Reads no weights."""
-    from .models import local_folder_problem
+    from .paths import local_folder_problem
 
     problem = local_folder_problem(model_dir)
     path = Path(model_dir).expanduser()
@@ -576,7 +576,7 @@ def model_folder_problem(model_dir: str | Path) -> str | None:
 def config_widths(model_dir: str | Path) -> list[int]:
     """The input widths of the model's Linear layers, read from its ``config.json`` (hidden size, MLP width,
     attention width) without loading it; empty when the config does not say."""
-    from .models import read_config_json
+    from .paths import read_config_json
 
     config = read_config_json(model_dir, QuantError)
     widths = [config.get("hidden_size"), config.get("intermediate_size")]

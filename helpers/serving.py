@@ -50,9 +50,10 @@ def model_folder(folder: str | Path) -> Path:
 
 def quantization_config(folder: str | Path) -> dict | None:
     """``config.json``'s ``quantization_config`` of a saved model (``None`` for a full-precision one)."""
-    from .models import read_config_json
+    from .models import ModelLoadError
+    from .paths import read_config_json
 
-    return read_config_json(model_folder(folder)).get("quantization_config")
+    return read_config_json(model_folder(folder), ModelLoadError).get("quantization_config")
 
 
 def method_of(folder: str | Path) -> str:

@@ -55,7 +55,7 @@ HELPER_OWN_PARAMS = {  # keywords the forwarding helpers take themselves
     "sft_config": {"profile", "output_dir"},
     "train_sft_lora": {"profile", "model", "tokenizer", "rows", "output_dir", "peft_config", "callbacks"},
     "dpo_config": {"profile", "output_dir"},
-    "train_dpo": {"profile", "model", "tokenizer", "pairs", "peft_config", "output_dir"},
+    "train_dpo": {"profile", "model", "tokenizer", "pairs", "peft_config", "output_dir", "callbacks"},
 }
 
 
