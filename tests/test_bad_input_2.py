@@ -327,7 +327,7 @@ REMEDY = __import__("re").compile(
 REMEDY_NAMES = {"fix", "rerun", "WRITE_FIX", "REGENERATE"}   # variables that hold what to do
 # the files whose messages this test holds to the rule (the scripts, data and results layers, the atomic swap)
 CHECKED = ["helpers/data.py", "helpers/errors.py", "helpers/results.py", "helpers/paths.py", "helpers/artifacts.py",
-           "helpers/isolated.py", "scripts/sft.py", "scripts/dpo.py", "scripts/quantize.py",
+           "helpers/isolated.py", "scripts/sft.py", "scripts/dpo.py", "scripts/quantize.py", "scripts/grpo.py", "helpers/grpo.py",
            "helpers/quant.py", "helpers/serving.py", "helpers/models.py", "helpers/hub_data.py", "helpers/evaluation.py",
            "helpers/skills.py", "helpers/pipeline.py", "helpers/profiles.py"]
 
