@@ -199,9 +199,10 @@ def bench(paths: list[str], profile_name: str) -> dict:
             from helpers import cost
 
             work = (cost.gptq_quantization(profile) if method == "gptq" else cost.awq_quantization(profile)).flops
-            report(row(method, seconds, work, precision="bf16" if method == "awq" else precision, limits=limits,
-                       note=f"{len(calibration)} calibration passages; FLOPs estimated by helpers.cost (the child "
-                            "process is not counted)"))
+            r = row(method, seconds, precision="bf16" if method == "awq" else precision,
+                    note=f"{len(calibration)} calibration passages; the work of the child process is not counted: "
+                         "helpers.cost's estimate is an upper bound, so no rate or share is claimed")
+            report(dict(r, estimated_gflop_upper_bound=round(work / 1e9, 1)))
     return {"profile": profile.name, "precision": precision, "limits": limits, "paths": results,
             "written": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
 

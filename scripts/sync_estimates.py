@@ -1,4 +1,5 @@
-"""Write the cost model's estimates (helpers.cost) into the README and into each notebook's budget cell.
+"""Write the cost model's estimates (helpers.cost) into the README and into each notebook's budget cell, and the
+README's table of `make bench` (results/bench.json).
 
 The README's "Cost model" table (between its estimates markers) and each notebook's "**On a GPU**" line are
 rendered from helpers.cost and results/cost_check.json, never typed; tests/test_cost.py fails while either is out of
@@ -61,6 +62,30 @@ def readme_block(cost_check: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def bench_block(bench: dict | None) -> str:
+    """The README's table of results/bench.json (make bench): each hot path's time, work and share of the limit."""
+    if not bench:
+        return "No `results/bench.json` yet: run `make bench`.\n"
+    lim = bench["limits"]
+    lines = [f"`make bench` on `{bench['profile']}` ({bench.get('cpu', '?')}, precision {bench['precision']}, "
+             f"{bench['written'][:10]}): limits measured in the same process, matmul {lim['matmul_gflops']['fp32']:.0f} "
+             f"GFLOP/s fp32 and {lim['matmul_gflops']['bf16']:.0f} GFLOP/s bf16, copy bandwidth {lim['bandwidth_gbs']:.1f} GB/s.",
+             "", "| path | seconds | work | achieved | share of the limit |", "|---|---|---|---|---|"]
+    for r in bench["paths"]:
+        if "gflop" not in r:   # work not counted (a child process): the estimate is shown as such
+            work, rate = f"≤ {r.get('estimated_gflop_upper_bound', 0):.0f} GFLOP (estimated)", "not measured"
+        else:
+            work = f"{r['gflop']:.0f} GFLOP" + (f", {r['gb_moved']:.1f} GB read" if "gb_moved" in r else "")
+            rate = f"{r['achieved_gflops']:.0f} GFLOP/s" + (f", {r['achieved_gbs']:.1f} GB/s" if "achieved_gbs" in r else "")
+        shares = [f"{100 * r[k]:.0f}% of {name}" for k, name in (("share_of_matmul_limit", f"{r['precision']} matmul"),
+                                                                  ("share_of_bandwidth", "bandwidth")) if k in r]
+        lines.append(f"| {r['path']} | {r['seconds']:.2f} | {work} | {rate} | {'; '.join(shares) or 'not claimed (estimated work)'} |")
+    return "\n".join(lines) + "\n"
+
+
 def gpu_line(notebook: str) -> str:
     return (f"{GPU_LINE}, estimated from the profile's sizes by `helpers.cost`, not measured (no GPU has run this "
             f"course yet; README, *Cost model*): {cost.budget_line(notebook, GPUS)}")
@@ -87,6 +112,11 @@ def main() -> int:
     if START not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block.")
     new = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", lambda _: f"{START}\n{readme_block(check)}{END}", text, flags=re.S)
+    bench_path = ROOT / "results" / "bench.json"
+    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
+    if BENCH_START in new:
+        new = re.sub(f"{re.escape(BENCH_START)}.*?{re.escape(BENCH_END)}",
+                     lambda _: f"{BENCH_START}\n{bench_block(bench)}{BENCH_END}", new, flags=re.S)
     if new != text:
         readme.write_text(new)
         print("README: estimates updated")

@@ -52,3 +52,14 @@ def test_unknown_paths_are_refused_with_the_list(capsys):
     with pytest.raises(SystemExit):
         bench.main(["sft", "--quick"])
     assert "sft_step" in capsys.readouterr().err
+
+
+def test_readme_shows_the_committed_bench():
+    import json
+
+    from sync_estimates import BENCH_END, BENCH_START, bench_block
+
+    path = ROOT / "results" / "bench.json"
+    block = bench_block(json.loads(path.read_text()) if path.is_file() else None)
+    assert f"{BENCH_START}\n{block}{BENCH_END}" in (ROOT / "README.md").read_text(), \
+        "README bench table is stale: run python scripts/sync_estimates.py"
