@@ -47,7 +47,7 @@ def columns(text: str) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", help="tiny, cpu, t4, a100 (default: COURSE_PROFILE, else detected)")
+    parser.add_argument("--profile", help="tiny, cpu, t4, l4, a100 (default: COURSE_PROFILE, else detected)")
     parser.add_argument("--profile-json", help="a whole profile saved with Profile.to_json (what notebooks pass)")
     parser.add_argument("--model", help="the SFT model folder DPO starts from (default: notebook 01's adapter merged "
                                         "into the base, built if missing)")

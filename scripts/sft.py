@@ -51,7 +51,7 @@ def positive(kind):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", help="tiny, cpu, t4, a100 (default: COURSE_PROFILE, else detected)")
+    parser.add_argument("--profile", help="tiny, cpu, t4, l4, a100 (default: COURSE_PROFILE, else detected)")
     parser.add_argument("--profile-json", help="a whole profile saved with Profile.to_json (what notebooks pass)")
     parser.add_argument("--qlora", action="store_true", help="train on a 4-bit bitsandbytes base (QLoRA)")
     parser.add_argument("--quant-type", default="nf4", choices=["nf4", "fp4"], help="4-bit format of the QLoRA base")
