@@ -83,10 +83,33 @@ def verify(folder: str | Path, rebuild_hint: str) -> None:
                             f"what was saved; an interrupted copy or a disk error). Delete {folder} and {rebuild_hint}.")
 
 
+def as_recorded(inputs: dict) -> dict:
+    """``inputs`` as a manifest records them (a JSON round trip: tuples become lists, other values strings), so that
+    they compare equal to what :func:`read_manifest` returns."""
+    return json.loads(json.dumps(inputs, default=str))
+
+
+def changed_inputs(wanted: dict, recorded: dict, expand: tuple[str, ...] = ()) -> list[str]:
+    """The keys whose values differ between two manifests' inputs, sorted; a key in ``expand`` whose value is a dict
+    is named field by field (``dpo_config.learning_rate``)."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    changed = []
+    for key in sorted(set(wanted) | set(recorded)):
+        a, b = wanted.get(key), recorded.get(key)
+        if a == b:
+            continue
+        if key in expand and isinstance(a, dict):
+            b = b if isinstance(b, dict) else {}
+            changed += [f"{key}.{k}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        else:
+            changed.append(key)
+    return changed
+
+
 def reusable(folder: str | Path, inputs: dict, what: str) -> bool:
     """True when ``folder`` was made from exactly ``inputs``; prints what is reused and from where, or why not."""
     manifest = read_manifest(folder)
-    normalised = json.loads(json.dumps(inputs, default=str))
+    normalised = as_recorded(inputs)
     if manifest is None:
         print(f"{what}: nothing saved at {folder} yet; building it now.")
         return False
@@ -98,8 +121,7 @@ def reusable(folder: str | Path, inputs: dict, what: str) -> bool:
               "rebuilding it.")
         return False
     if manifest["inputs"] != normalised:
-        recorded = manifest["inputs"] if isinstance(manifest["inputs"], dict) else {}
-        changed = sorted(k for k in set(normalised) | set(recorded) if normalised.get(k) != recorded.get(k))
+        changed = changed_inputs(normalised, manifest["inputs"])
         print(f"{what}: the one at {folder} was made from other inputs ({', '.join(changed)}); rebuilding it.")
         return False
     print(f"{what}: reusing {folder}, made by {manifest['made_by']}")

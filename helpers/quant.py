@@ -562,15 +562,10 @@ def model_folder_problem(model_dir: str | Path) -> str | None:
     """Why ``model_dir`` is not a saved full-precision model folder that GPTQModel can quantize (``None`` when it
     is one): it does not exist (with the nearest names), is a file, or holds no ``config.json`` (a Hub id, an
     adapter folder, a failed save). Reads no weights."""
-    from .paths import local_folder_problem
+    from .paths import saved_model_problem
 
-    problem = local_folder_problem(model_dir)
-    path = Path(model_dir).expanduser()
-    if problem is None and not path.exists():   # a name shaped like a Hub id
-        problem = f"there is no folder {model_dir} (a Hub id is not quantized from here: save the model to a folder)"
-    elif problem is None and not (path / "config.json").is_file():
-        problem = f"{model_dir} holds no config.json (an adapter folder, not a saved model)"
-    return problem
+    return saved_model_problem(model_dir, " (a Hub id is not quantized from here: save the model to a folder)",
+                               " (an adapter folder, not a saved model)")
 
 
 def config_widths(model_dir: str | Path) -> list[int]:
@@ -591,13 +586,13 @@ def check_inputs(model_dir: str | Path, method: str, bits: int, group_size: int,
     before GPTQModel is imported or a model loaded: the method, bits and group size (against the widths in the
     model's ``config.json``), the model folder, and that ``out_dir`` holds nothing the course did not write.
     Raises :class:`QuantError` or :class:`~helpers.errors.OutputPathError`, each saying what to do."""
-    from .paths import check_replaceable
+    from .paths import as_sentence, check_replaceable
 
     if method not in METHODS:
         raise QuantError(f"Unknown method {method!r}; use one of {METHODS}.")
     check_settings(bits, group_size)
     if problem := model_folder_problem(model_dir):
-        raise QuantError(f"model folder: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder "
+        raise QuantError(f"model folder: {as_sentence(problem)} Give the folder "
                          "of a full-precision model (config.json and *.safetensors), e.g. what "
                          "helpers.pipeline.dpo_merged(profile) returns.")
     check_settings(bits, group_size, config_widths(model_dir))

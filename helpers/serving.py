@@ -25,24 +25,19 @@ def folder_problem(folder: str | Path) -> str | None:
     """Why ``folder`` is not a saved model folder a server can read (``None`` when it holds ``config.json``): it does
     not exist (with the nearest names that do), it is a file, or it holds no ``config.json`` (an adapter, a failed
     save). :func:`helpers.models.local_folder_problem` with one more rule: a name shaped like a Hub id is no excuse."""
-    from .models import local_folder_problem
+    from .paths import saved_model_problem
 
-    path = Path(folder).expanduser()
-    problem = local_folder_problem(path)
-    if problem is None and not path.is_dir():
-        problem = f"there is no folder {path}"
-    elif problem is None and not (path / "config.json").is_file():
-        problem = f"{path} holds no config.json (an adapter folder is served merged: pipeline.merged)"
-    return problem
+    return saved_model_problem(folder, "", " (an adapter folder is served merged: pipeline.merged)")
 
 
 def model_folder(folder: str | Path) -> Path:
     """``folder`` as a Path when it is a saved model folder (:func:`folder_problem`); otherwise
     :class:`~helpers.models.ModelLoadError` saying what is there and what to do, before anything is loaded."""
     from .models import ModelLoadError
+    from .paths import as_sentence
 
     if problem := folder_problem(folder):
-        raise ModelLoadError(f"{problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder of a saved "
+        raise ModelLoadError(f"{as_sentence(problem)} Give the folder of a saved "
                              "model (config.json, tokenizer and *.safetensors), e.g. what pipeline.dpo_merged(profile) "
                              "or pipeline.quantized(...) returns.")
     return Path(folder).expanduser()

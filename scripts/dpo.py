@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 
 from helpers import setup
 from helpers.errors import DataError, OutputPathError
-from helpers.paths import check_replaceable, outputs_dir
+from helpers.paths import as_sentence, check_replaceable, outputs_dir
 from helpers.profiles import ProfileError
 
 from sft import checked_profile, model_folder_problem, positive  # noqa: E402  (scripts/sft.py, next to this file)
@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise ValueError(f"give --data (your file) or --preference-dataset ({args.preference_dataset}), not both.")
         args.profile_obj = checked_profile(args)
         if args.model and (problem := model_folder_problem(args.model)):
-            raise ValueError(f"--model: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the SFT "
+            raise ValueError(f"--model: {as_sentence(problem)} Give the SFT "
                              "model folder (config.json and weights), or leave --model out to use notebook 01's.")
         if args.output_dir:
             check_replaceable(args.output_dir, "--output-dir")

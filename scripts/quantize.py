@@ -26,7 +26,7 @@ import torch
 
 from helpers import quant
 from helpers.errors import OutputPathError
-from helpers.paths import atomic_folder, check_replaceable
+from helpers.paths import atomic_folder
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -61,36 +61,15 @@ def quantize(model_dir: str, out_dir: str, method: str, bits: int, group_size: i
     return seconds
 
 
-def layer_widths(model_dir: str | Path) -> list[int]:
-    """The input widths of the model's Linear layers, read from its config.json (hidden size, MLP width, attention
-    width) without loading it; empty when the config does not say."""
-    config = json.loads((Path(model_dir) / "config.json").read_text())
-    widths = [config.get("hidden_size"), config.get("intermediate_size")]
-    if config.get("head_dim") and config.get("num_attention_heads"):
-        widths.append(config["head_dim"] * config["num_attention_heads"])
-    return sorted({w for w in widths if isinstance(w, int) and w > 0})
-
-
 def check_args(model_dir, out_dir, method: str, bits: int, group_size: int, dtype: str = "bfloat16") -> None:
-    """Everything quantize() can check without loading the model; raises ValueError (QuantError, OutputPathError)
-    that says what to do."""
-    from helpers.models import local_folder_problem
-
+    """Everything quantize() can check without loading the model (the script's own options, then
+    :func:`helpers.quant.check_inputs`: folders, bits and group size against config.json); raises ValueError
+    (QuantError, OutputPathError) that says what to do."""
     if method not in quant.METHODS:
         raise quant.QuantError(f"method={method!r}: use one of {', '.join(quant.METHODS)}.")
     if dtype not in DTYPES:
         raise quant.QuantError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}.")
-    if problem := local_folder_problem(model_dir):
-        raise quant.QuantError(f"model folder: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the "
-                               "folder of a full-precision model (config.json and *.safetensors), e.g. what "
-                               "helpers.pipeline.dpo_merged(profile) returns.")
-    if not (Path(model_dir) / "config.json").is_file():
-        raise quant.QuantError(f"{model_dir}: no config.json there; give a saved model folder, not a Hub id.")
-    if Path(out_dir).resolve() == Path(model_dir).resolve():
-        raise quant.QuantError(f"The output folder {out_dir} is the model folder itself; the checkpoint would replace "
-                               "the model it is made from. Give another output folder.")
-    check_replaceable(out_dir, "the output folder (out_dir)")
-    quant.check_settings(bits, group_size, layer_widths(model_dir))
+    quant.check_inputs(model_dir, method, bits, group_size, out_dir)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 
 from helpers import Profile, get_profile, setup
 from helpers.errors import OutputPathError
-from helpers.paths import check_replaceable, outputs_dir
+from helpers.paths import as_sentence, check_replaceable, outputs_dir
 from helpers.profiles import ProfileError
 
 # torch, transformers, TRL and PEFT are imported where they are used: a bad argument is refused in about a second,
@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         args.profile_obj = checked_profile(args)
         if args.base and (problem := model_folder_problem(args.base)):   # checked without loading it
-            raise ValueError(f"--base: {problem.rstrip('.')}{'' if problem.endswith('?') else '.'} Give the folder "
+            raise ValueError(f"--base: {as_sentence(problem)} Give the folder "
                              "that holds the model's config.json and weights (or leave --base out to train on the "
                              "profile's model).")
         if args.init_adapter and not (Path(args.init_adapter) / "adapter_config.json").is_file():
