@@ -21,28 +21,10 @@ from .evaluation import SkillReport, autocast_context, evaluate_skills, token_lo
 from .stats import blocks
 from .profiles import Profile
 from .quant import dequantized_weight_cache
+from .results import peak_cuda_mb as notebook_peak_cuda_mb, reset_variant_peak  # noqa: F401 (re-exported: the notebook's peak)
 
 SPEED_PROMPT = "Explain in two sentences why the sky is blue."
 ADOPTABLE = ("perplexity", "skill_accuracy", "preference_accuracy")  # depend on the weights only, not on the process
-
-
-_PEAK_BEFORE_RESETS = 0  # bytes: the largest CUDA peak seen before any reset_variant_peak() in this process
-
-
-def reset_variant_peak() -> None:
-    """Start a new per-variant peak of CUDA memory without losing the process's own: the peak so far is folded
-    into :func:`notebook_peak_cuda_mb` before torch's counter is reset."""
-    global _PEAK_BEFORE_RESETS
-    _PEAK_BEFORE_RESETS = max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated())
-    torch.cuda.reset_peak_memory_stats()
-
-
-def notebook_peak_cuda_mb() -> float | None:
-    """The peak CUDA memory torch allocated in this process (the notebook's kernel) since it started, MB, across
-    the per-variant resets of :func:`measure_variant`; ``None`` without CUDA."""
-    if not torch.cuda.is_available():
-        return None
-    return max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated()) / 1e6
 
 
 def variant_dtype(model, profile: Profile) -> tuple[str, str | None]:

@@ -121,17 +121,27 @@ def runtime(profile=None) -> dict[str, Any]:
     return info
 
 
-def peak_cuda_mb() -> float | None:
-    """Peak CUDA memory torch allocated in this process so far, MB (``None`` without CUDA), including the peaks
-    before :mod:`helpers.measure`'s per-variant resets (``measure.notebook_peak_cuda_mb``)."""
-    import sys
+_PEAK_BEFORE_RESETS = 0  # bytes: the largest CUDA peak seen before any reset_variant_peak() in this process
 
+
+def reset_variant_peak() -> None:
+    """Start a new per-variant peak of CUDA memory (:mod:`helpers.measure` measures each variant's own) without
+    losing the process's: the peak so far is folded into :func:`peak_cuda_mb` before torch's counter is reset."""
+    import torch
+
+    global _PEAK_BEFORE_RESETS
+    _PEAK_BEFORE_RESETS = max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated())
+    torch.cuda.reset_peak_memory_stats()
+
+
+def peak_cuda_mb() -> float | None:
+    """Peak CUDA memory torch allocated in this process (the notebook's kernel) since it started, MB, across the
+    per-variant resets of :func:`reset_variant_peak`; ``None`` without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    measure = sys.modules.get(f"{__package__}.measure")
-    return measure.notebook_peak_cuda_mb() if measure else torch.cuda.max_memory_allocated() / 1e6
+    return max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated()) / 1e6
 
 
 def write_results(

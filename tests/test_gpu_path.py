@@ -219,7 +219,7 @@ def test_notebook_peak_survives_per_variant_resets(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: counter["peak"])
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: counter.update(peak=0))
-    monkeypatch.setattr(measure, "_PEAK_BEFORE_RESETS", 0)
+    monkeypatch.setattr(results, "_PEAK_BEFORE_RESETS", 0)
     counter["peak"] = 900e6       # training, before any variant
     measure.reset_variant_peak()
     counter["peak"] = 300e6       # the first variant
