@@ -242,6 +242,12 @@ def conclusion(metrics: Mapping[str, Mapping[str, float]], comparisons: Mapping[
         out.append(f"Preference tuning ({reference} against {tuned_from}): preference accuracy "
                    f"{verdict(comparisons, tuned, 'preference_accuracy', show_level=False)}; skill accuracy "
                    f"{verdict(comparisons, tuned, 'skill_accuracy', show_level=False)}.")
+    rl = f"grpo vs {tuned_from}"
+    if rl in comparisons:
+        against = f"; against {reference}: {verdict(comparisons, f'grpo vs {reference}', 'skill_accuracy', show_level=False)}" \
+            if f"grpo vs {reference}" in comparisons else ""
+        out.append(f"Reinforcement learning with the checker as reward (grpo against {tuned_from}): skill accuracy "
+                   f"{verdict(comparisons, rl, 'skill_accuracy', show_level=False)}{against}.")
     compressed = [n for n in metrics if n.startswith(f"{reference}_") and f"{n} vs {reference}" in comparisons]
     keep = [n for n in compressed if direction(comparisons, f"{n} vs {reference}", "skill_accuracy") in (0, 1)]
     lose = [n for n in compressed if direction(comparisons, f"{n} vs {reference}", "skill_accuracy") == -1]

@@ -266,7 +266,8 @@ def grpo_training(profile: Profile) -> list[Work]:
 
 def rebuild_work(profile: Profile, needs: tuple[str, ...]) -> list[Work]:
     """What a fresh runtime rebuilds before the lesson (helpers.pipeline): notebook 01's adapter (SFT training, then
-    merged and saved), notebook 02's DPO adapter (its main recipe only), each merged and saved."""
+    merged and saved), notebook 02's DPO adapter (its main recipe only), notebook 08's GRPO adapter, each merged and
+    saved."""
     items = []
     if "sft" in needs:
         items += [sft_training(profile, what="rebuild: notebook 01's SFT adapter", rebuild=True),
@@ -274,6 +275,9 @@ def rebuild_work(profile: Profile, needs: tuple[str, ...]) -> list[Work]:
     if "dpo" in needs:
         items += [dpo_training(profile, what="rebuild: notebook 02's DPO adapter", rebuild=True),
                   replace(model_load(profile), what="rebuild: merge and save the DPO model", rebuild=True)]
+    if "grpo" in needs:
+        items += [replace(w, what=f"rebuild: notebook 08's {w.what}", rebuild=True) for w in grpo_training(profile)]
+        items += [replace(model_load(profile), what="rebuild: merge and save the GRPO model", rebuild=True)]
     return items
 
 
@@ -336,9 +340,11 @@ def notebook_work(profile: Profile, notebook: str) -> list[Work]:
         items += [dpo_training(p, min(p.dpo_steps, 8), what="DPO on the NF4 SFT model (a few steps)")]
     elif notebook == "07_method_comparison":
         items += rebuild_work(p, NEEDS[notebook])
+        if not p.needs_cuda:   # on a GPU runtime 07 takes the GRPO row only from notebook 08 (BUILD_MISSING_GRPO)
+            items += rebuild_work(p, ("grpo",))
         items += [gptq_quantization(p, "GPTQ (notebook 03's checkpoint, rebuilt)"),
                   awq_quantization(p, what="AWQ (notebook 04's checkpoint, rebuilt)")]
-        for v in ("base", "SFT", "DPO", "GPTQ", "AWQ"):
+        for v in ("base", "SFT", "DPO", "GRPO", "GPTQ", "AWQ"):
             items += [model_load(p, f"{v}: load")] + measured_variant(p, v, pairs=True)
         for v in ("RTN", "GGUF Q4_0", "GGUF Q4_1", "GGUF Q8_0"):
             items += [model_load(p, f"{v}: load")] + measured_variant(p, v, with_speed=False, pairs=True)
@@ -394,7 +400,7 @@ def notebook_memory_gb(profile: Profile, notebook: str) -> dict[str, float]:
               "DPO training": dpo + (held - 1) * weights if notebook == "02_dpo" or "dpo" in NEEDS.get(notebook, ()) else 0.0,
               "scoring pairs": score + (held - 1) * weights if notebook in ("02_dpo", "07_method_comparison") else 0.0,
               "evaluation and perplexity": ppl + (held - 1) * weights}
-    if notebook == "08_grpo":
+    if notebook == "08_grpo" or (notebook == "07_method_comparison" and not profile.needs_cuda):
         seqs = profile.grpo_prompts_per_step * profile.grpo_num_generations
         length = EVAL_PROMPT_TOKENS + profile.grpo_max_completion_length
         grpo_acts = s["layers"] * 34 * seqs * length * s["hidden"] / (8 if profile.gradient_checkpointing else 1)
@@ -459,25 +465,32 @@ def notebooks() -> tuple[str, ...]:
 
 __all__ = ["Device", "DEVICES", "Work", "Estimate", "NOTEBOOKS", "NEEDS", "TIME_LIMIT_S", "cpu_device",
            "notebook_work", "notebook_memory_gb", "seconds_of", "estimate", "plan", "budget_line", "notebooks", "shape",
-           "rebuild_note",
+           "rebuild_note", "rebuild_minutes",
            "sft_tokens_per_step", "dpo_tokens_per_step", "calibration_tokens"]
 
 
-def rebuild_note(profile: Profile, what: str) -> str:
-    """The line a notebook prints before it rebuilds an earlier notebook's model (``what``: "sft" or "dpo"): what,
-    and about how long on this profile (estimated; on a CPU from the matrix-product rate measured now)."""
-    label = {"sft": "notebook 01's SFT adapter", "dpo": "notebook 02's DPO adapter"}[what]
-    if profile.model_source == "tiny":
-        return f"Rebuilding {label} (the tiny model: seconds)."
+def rebuild_minutes(profile: Profile, what: str) -> tuple[float, str]:
+    """Minutes to rebuild an earlier notebook's model (``what``: "sft", "dpo" or "grpo") on this profile, estimated
+    (on a CPU from the matrix-product rate measured now), and where the rates come from."""
     if profile.needs_cuda:
         device = DEVICES[_device_key(profile)]
     else:
         from .hardware import matmul_gflops
 
         device = cpu_device(matmul_gflops("bf16" if profile.precision == "bf16" else "fp32"))
-    work = rebuild_work(profile, ("sft",) if what == "sft" else ("dpo",))
-    minutes = sum(seconds_of(w, profile, device) for w in work) / 60
+    return sum(seconds_of(w, profile, device) for w in rebuild_work(profile, (what,))) / 60, device.source
+
+
+def rebuild_note(profile: Profile, what: str, doing: str = "Rebuilding") -> str:
+    """The line a notebook prints before it rebuilds an earlier notebook's model (``what``: "sft", "dpo" or "grpo"):
+    what, and about how long on this profile (:func:`rebuild_minutes`). ``doing``: "Rebuilding", or "Building" for
+    a model the notebook does not build unless asked."""
+    label = {"sft": "notebook 01's SFT adapter", "dpo": "notebook 02's DPO adapter",
+             "grpo": "notebook 08's GRPO adapter"}[what]
+    if profile.model_source == "tiny":
+        return f"{doing} {label} (the tiny model: seconds)."
+    minutes, source = rebuild_minutes(profile, what)
     keep = (" To skip this on the next runtime, keep the course's artifacts on Google Drive (the setup cell's "
             "opt-in)." if profile.needs_cuda else "")
-    return (f"Rebuilding {label} with its notebook's recipe: about {max(minutes, 0.1):.1f} min on this machine "
-            f"(estimated by helpers.cost, {device.source}).{keep}")
+    return (f"{doing} {label} with its notebook's recipe: about {max(minutes, 0.1):.1f} min on this machine "
+            f"(estimated by helpers.cost, {source}).{keep}")

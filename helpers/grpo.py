@@ -145,6 +145,48 @@ def grpo_config_kwargs(profile: Profile, output_dir: str | Path | None = None, *
     return kwargs
 
 
+REWARD = "helpers.grpo.correctness_reward"   # recorded in an adapter's manifest: what its answers were scored with
+RECIPE_FIELDS = ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
+                 "max_completion_length", "learning_rate", "beta", "loss_type", "scale_rewards", "epsilon",
+                 "temperature", "lr_scheduler_type", "warmup_steps", "gradient_checkpointing", "bf16", "fp16", "seed",
+                 "data_seed")   # the GRPOConfig fields that decide an adapter (not where logs go or how often)
+
+
+def recipe_settings(config, peft_config, rows: Sequence[dict], reward: str = REWARD) -> dict:
+    """What decides a GRPO adapter besides the SFT model it starts from, read from the objects the run was built
+    from: the ``GRPOConfig`` (or its keyword arguments; a field left out counts as TRL's default), the LoRA config,
+    the reward and the training prompts. Notebook 08 and ``scripts/grpo.py`` record this in the adapter's manifest,
+    so an edited ``GRPOConfig`` cell gives an adapter that notebook 07 does not take for the profile's."""
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    from .artifacts import content_hash
+
+    def plain(value):
+        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(GRPOConfig) if f.name in RECIPE_FIELDS
+                and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
+    return {"grpo_config": {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS},
+            "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
+            "lora_targets": sorted(peft_config.target_modules), "reward": reward, "prompts_sha256": content_hash(list(rows))}
+
+
+@takes_profile
+def grpo_settings(profile: Profile) -> dict:
+    """:func:`recipe_settings` of notebook 08's recipe on this profile, from its ``GRPOConfig`` arguments (no config
+    object is built: that would reset Accelerate's state) and its prompts."""
+    from types import SimpleNamespace
+
+    from .training import lora_config
+
+    return recipe_settings(SimpleNamespace(**grpo_config_kwargs(profile, "unused")), lora_config(profile),
+                           prompt_rows(profile))
+
+
 class PhaseTimer:
     """Time spent in a ``GRPOTrainer``'s phases: ``generate`` (sampling the completions), ``score`` (the reward
     functions, from their :class:`RewardLog`), ``rollout`` (generation, scoring and the log-probabilities TRL needs
@@ -269,6 +311,6 @@ def train_grpo(profile: Profile, model, tokenizer, rows: list[dict] | None = Non
     return run_trainer(trainer)
 
 
-__all__ = ["TRAIN_SPLIT", "prompt_rows", "completion_text", "correctness_reward", "brevity_reward", "RewardLog",
+__all__ = ["TRAIN_SPLIT", "REWARD", "RECIPE_FIELDS", "recipe_settings", "grpo_settings", "prompt_rows", "completion_text", "correctness_reward", "brevity_reward", "RewardLog",
            "grpo_config_kwargs", "PhaseTimer", "loss_batch", "token_logps", "trl_loss",
            "skill_differences", "train_grpo"]

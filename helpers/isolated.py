@@ -25,6 +25,7 @@ from .training import KINDS, adapter_dir, check_kind, run_settings, save_adapter
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
 DPO_SCRIPT = REPO_ROOT / "scripts" / "dpo.py"
+GRPO_SCRIPT = REPO_ROOT / "scripts" / "grpo.py"
 REPORT = "train_info.json"
 STEP_LINE = "training step {step} of {total}"  # what the script prints after each step ...
 STEP_PATTERN = re.compile(re.escape(STEP_LINE.split("{step}")[0]) + r"(\d+) of")  # ... and what the parent's bar reads
@@ -105,6 +106,14 @@ def dpo_isolated(profile: Profile, sft_dir: str | Path, folder: str | Path, time
     """Run ``python scripts/dpo.py`` (notebook 02's recipe) on the SFT model ``sft_dir`` with this profile, saving
     the adapter in ``folder``; return its report."""
     return _run_script(DPO_SCRIPT, profile, Path(folder), "dpo", profile.dpo_steps, ["--model", str(sft_dir)],
+                       timeout_s)
+
+
+@takes_profile
+def grpo_isolated(profile: Profile, sft_dir: str | Path, folder: str | Path, timeout_s: int = 3600) -> dict:
+    """Run ``python scripts/grpo.py`` (notebook 08's recipe) on the SFT model ``sft_dir`` with this profile, saving
+    the adapter in ``folder``; return its report."""
+    return _run_script(GRPO_SCRIPT, profile, Path(folder), "grpo", profile.grpo_steps, ["--model", str(sft_dir)],
                        timeout_s)
 
 

@@ -6,6 +6,8 @@
 - :func:`dpo_merged`: notebook 02's DPO adapter merged into the SFT model (the model notebooks 03-05 and 07
   compress); the DPO adapter is trained here with notebook 02's settings if it is missing or was trained on
   another SFT model.
+- :func:`grpo_merged`: notebook 08's GRPO adapter merged into the SFT model (a row of notebook 07's table); trained
+  here with notebook 08's recipe (``scripts/grpo.py``) if it is missing or was trained otherwise.
 - :func:`quantized`: a GPTQ or AWQ checkpoint, in a folder named after its inputs, so that notebooks 03, 04 and
   07 share a checkpoint whenever they ask for the same one.
 
@@ -119,6 +121,60 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
     return merged(profile, adapter, "dpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
 
 
+@takes_profile
+def grpo_inputs(profile: Profile, sft_dir: Path) -> dict:
+    """What notebook 08's recipe on this profile records for its GRPO adapter (:func:`helpers.grpo.grpo_settings`)
+    and the SFT model it starts from."""
+    from .grpo import grpo_settings
+
+    return {"sft_model": fingerprint(sft_dir), **grpo_settings(profile)}
+
+
+def grpo_run_inputs(config, peft_config, rows, sft_dir: Path) -> dict:
+    """What decided a GRPO adapter that was just trained, read from the run's own ``GRPOConfig``, LoRA config and
+    prompts: the manifest notebook 08 writes. Equal to :func:`grpo_inputs` only when the run used the profile's recipe."""
+    from .grpo import recipe_settings
+
+    return {"sft_model": fingerprint(sft_dir), **recipe_settings(config, peft_config, rows)}
+
+
+@takes_profile
+def grpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path) -> str:
+    """Whether notebook 07 will reuse the GRPO adapter saved at ``adapter``, and if not, which settings differ."""
+    changed = changed_inputs(as_recorded(grpo_inputs(profile, sft_dir)), (read_manifest(adapter) or {}).get("inputs"),
+                             expand=("grpo_config",))
+    if not changed:
+        return "Notebook 07 will reuse this adapter: it was trained with notebook 08's recipe for this profile."
+    return (f"Not the profile's recipe ({', '.join(changed)} differ): notebook 07 will not take this adapter for "
+            "notebook 08's; it trains one with the profile's recipe (helpers.pipeline.grpo_merged).")
+
+
+@takes_profile
+def grpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None, build: bool = True) -> Path | None:
+    """The SFT model with notebook 08's GRPO adapter merged in, as a full-precision folder.
+
+    Uses notebook 08's adapter (``outputs/grpo/<profile>``) when its manifest equals notebook 08's recipe on today's
+    SFT model, else trains it with that recipe in a fresh process (``scripts/grpo.py``); with ``build=False`` it
+    says what is missing and how long building it would take, and returns None instead."""
+    from .isolated import grpo_isolated
+    from .models import check_base_model, load_tokenizer
+    from .training import adapter_dir
+
+    check_base_model(profile)
+    tokenizer = tokenizer or load_tokenizer(profile)
+    sft_dir = sft_merged(profile, tokenizer)
+    adapter = adapter_dir(profile, "grpo")
+    if not reusable(adapter, grpo_inputs(profile, sft_dir), "GRPO adapter"):
+        if not build:
+            print(f"No GRPO model yet: notebook 08's adapter for this profile is not in {adapter}, or was trained "
+                  "otherwise. Run notebook 08 first (or pass build=True). "
+                  + rebuild_note(profile, "grpo", doing="Building"), flush=True)
+            return None
+        print(rebuild_note(profile, "grpo"), flush=True)
+        grpo_isolated(profile, sft_dir, adapter)
+    return merged(profile, adapter, "grpo_merged", base_path=str(sft_dir), tokenizer=tokenizer)
+
+
 QUANT_SETTINGS = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "damp_percent", "true_sequential",
                   "static_groups", "mse", "format", "lm_head")  # the GPTQModel config fields that decide a checkpoint
 
@@ -158,4 +214,5 @@ def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_s
     return folder, seconds
 
 
-__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line", "quantized", "quantize_inputs"]
+__all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line",
+           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "quantized", "quantize_inputs"]

@@ -38,9 +38,6 @@ from sft import checked_profile, model_folder_problem, positive  # noqa: E402  (
 
 # torch, TRL and the models are imported in main(), after every argument and path is checked
 
-REWARD = "helpers.grpo.correctness_reward"   # recorded in the manifest: what the answers were scored with
-# GRPOConfig arguments that decide the adapter (grpo_config_kwargs' keys, less where logs go and how often)
-NOT_RECIPE = {"output_dir", "logging_steps", "save_strategy", "report_to"}
 
 
 def non_negative(text: str) -> float:
@@ -94,21 +91,13 @@ def recipe(profile: Profile, output_dir: str | Path | None = None):
     return training.lora_config(profile), GRPOConfig(**grpo.grpo_config_kwargs(profile, output_dir=output_dir))
 
 
-def run_inputs(profile: Profile, config, peft_config, rows: list[dict], sft_dir: Path) -> dict:
+def run_inputs(config, peft_config, rows: list[dict], sft_dir: Path) -> dict:
     """What decided the adapter, read from the run's own objects: the SFT model's weights, the ``GRPOConfig``
-    settings of notebook 08's cell, the LoRA config, the reward function and the training prompts."""
+    settings, the LoRA config, the reward function and the training prompts (:func:`helpers.grpo.recipe_settings`)."""
     from helpers import grpo
-    from helpers.artifacts import content_hash
     from helpers.paths import fingerprint
 
-    def plain(value):
-        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
-        return list(value) if isinstance(value, (list, tuple)) else value
-
-    keys = sorted(set(grpo.grpo_config_kwargs(profile, output_dir="unused")) - NOT_RECIPE)
-    return {"sft_model": fingerprint(sft_dir), "grpo_config": {k: plain(getattr(config, k)) for k in keys},
-            "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-            "lora_targets": sorted(peft_config.target_modules), "reward": REWARD, "prompts_sha256": content_hash(rows)}
+    return {"sft_model": fingerprint(sft_dir), **grpo.recipe_settings(config, peft_config, rows)}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> Path:
     with training.hardware_fixes(trainer):
         trainer.train()
 
-    return save_run(trainer, profile, output_dir, run_inputs(profile, config, peft_config, rows, sft_dir), memory,
+    return save_run(trainer, profile, output_dir, run_inputs(config, peft_config, rows, sft_dir), memory,
                     args.trained_by, kind="grpo", prompts=len(rows), sft_model=str(sft_dir),
                     train_seconds=trainer.train_seconds, seconds_per_step=phases.summary(),
                     within_group_reward_std=reward.within_group_std(),

@@ -1,7 +1,10 @@
 """Execute the course notebooks in order (what `make run` does).
 
 Each notebook runs top to bottom in a fresh kernel on the detected profile (or COURSE_PROFILE).
-Executed copies go to outputs/executed/, figures to figures/, numbers to results/. The wall time
+Executed copies go to outputs/executed/, figures to figures/, numbers to results/. On the reference profile
+(`cpu`) every notebook that ran to the end is also written back to notebooks/ with its outputs, cleaned and labelled
+with the run (scripts/reference_outputs.py), so that GitHub and Colab show them; a failed notebook, or a run on any
+other profile, leaves notebooks/ as it is. The wall time
 of every notebook is written to results/course_run_times.json, under the profile and the precision it ran in
 ("cpu-bf16", "cpu-fp32") with the CPU it ran on and its matrix-product rate measured just before (the
 yardstick scripts/cost_check.py compares the cost model with): a benchmark of the course itself.
@@ -11,6 +14,7 @@ Usage: python scripts/run_course.py [name-prefix ...]     e.g.  python scripts/r
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -27,7 +31,22 @@ sys.path.insert(0, str(ROOT))
 from helpers.paths import outputs_dir, results_dir  # noqa: E402
 from helpers.profiles import get_profile  # noqa: E402
 
+
+def _script_module(name: str):
+    """A module of scripts/ loaded by path (scripts/ is not put on sys.path: its names could shadow packages)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reference_outputs = _script_module("reference_outputs")
+
 CELL_TIMEOUT_S = 1800
+RUNS_LAST = "07_method_comparison"
 
 
 def run_key(profile) -> str:
@@ -56,10 +75,30 @@ def matmul_rate(profile) -> dict[str, float] | None:
     return {k: round(matmul_gflops(k), 1) for k in sorted(kinds)}
 
 
+def cells_of(nb) -> list[tuple[str, str]]:
+    """(type, source) of every cell: what must not change between reading a notebook and writing its outputs."""
+    return [(c["cell_type"], "".join(c["source"])) for c in nb["cells"]]
+
+
+def write_reference(nb_path: Path, executed, info: dict) -> bool:
+    """Write the executed notebook, cleaned and stamped with ``info``, over ``nb_path``; refused (False, with a
+    line saying so) when the file changed while the notebook ran, so that no edit is lost."""
+    current = nbformat.read(nb_path, as_version=4)
+    if cells_of(current) != cells_of(executed):
+        print(f"=== {nb_path.name} changed while it ran: its outputs were NOT written to notebooks/; run it again "
+              f"(python scripts/run_course.py {nb_path.name[:2]}).")
+        return False
+    nb = reference_outputs.clean(copy.deepcopy(executed), ROOT)
+    reference_outputs.write(reference_outputs.stamp(nb, info), nb_path)
+    print(f"=== {nb_path.name}: outputs written to notebooks/{nb_path.name} as the reference run")
+    return True
+
+
 def main(prefixes: list[str]) -> int:
     profile = get_profile()
     print(f"Running the course on {profile.summary()}")
-    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    # 07 compares every method, 08's GRPO model included: it runs last, so that it reuses 08's adapter
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"), key=lambda nb: (nb.stem == RUNS_LAST, nb.name))
     if prefixes:
         notebooks = [nb for nb in notebooks if any(nb.name.startswith(p) for p in prefixes)]
         if not notebooks:
@@ -72,6 +111,10 @@ def main(prefixes: list[str]) -> int:
     times_path = results_dir() / "course_run_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     failed = []
+    reference = profile.name == reference_outputs.REFERENCE_PROFILE
+    if not reference:
+        print(f"Profile {profile.name} is not the reference profile ({reference_outputs.REFERENCE_PROFILE}): "
+              "notebooks/ is left as it is; the executed copies go to outputs/executed/ only.")
     for nb_path in notebooks:
         print(f"\n=== {nb_path.name} ...", flush=True)
         nb = nbformat.read(nb_path, as_version=4)
@@ -90,9 +133,11 @@ def main(prefixes: list[str]) -> int:
         out = outputs_dir("executed") / nb_path.name
         nbformat.write(nb, out)
         print(f"=== {nb_path.name}: {status} in {seconds:.0f} s -> {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+        date, cpu = time.strftime("%Y-%m-%d"), cpu_kind()
+        if reference and status == "ok":
+            write_reference(nb_path, nb, reference_outputs.run_info(profile, seconds, cpu, rate, date))
         times.setdefault(run_key(profile), {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
-                                                                "date": time.strftime("%Y-%m-%d"), "cpu": cpu_kind(),
-                                                                "matmul_gflops": rate}
+                                                                "date": date, "cpu": cpu, "matmul_gflops": rate}
         tmp = times_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(times, indent=2) + "\n")
         tmp.replace(times_path)

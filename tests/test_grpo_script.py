@@ -102,3 +102,62 @@ def test_one_step_on_tiny_saves_the_adapter_with_its_manifest(tmp_path):
     assert inputs["reward"] == "helpers.grpo.correctness_reward"
     info = json.loads((adapter / "train_info.json").read_text())
     assert info["kind"] == "grpo" and info["steps"] == 1 and info["prompts"] > 0
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu"])
+def test_the_grpo_manifest_records_what_ran(name, tmp_path):
+    """Notebook 08 saves its adapter with pipeline.grpo_run_inputs(config, peft_config, rows, sft_dir): equal to what
+    notebook 07 asks of notebook 08's adapter (pipeline.grpo_inputs, computed without building a GRPOConfig) when the
+    cell ran the profile's recipe, and different when a student edited the GRPOConfig cell or the prompts."""
+    from dataclasses import replace
+
+    from trl import GRPOConfig
+
+    from helpers import grpo, pipeline, training
+    from helpers.paths import outputs_dir
+    from notebook_code import assignment
+
+    profile = get_profile(name)
+    sft_dir = tmp_path / "sft"
+    sft_dir.mkdir()
+    (sft_dir / "model.safetensors").write_bytes(b"weights")
+    scope = {"GRPOConfig": GRPOConfig, "profile": profile, "training": training, "outputs_dir": outputs_dir}
+    cell = assignment("08_grpo", "config", "GRPOConfig", scope)   # the notebook's own GRPOConfig(...) call
+    rows, peft = grpo.prompt_rows(profile), training.lora_config(profile)
+    wanted = pipeline.grpo_inputs(profile, sft_dir)
+    assert pipeline.grpo_run_inputs(cell, peft, rows, sft_dir) == wanted
+    edited = GRPOConfig(**grpo.grpo_config_kwargs(profile, tmp_path / "o", learning_rate=cell.learning_rate * 10))
+    assert pipeline.grpo_run_inputs(edited, peft, rows, sft_dir)["grpo_config"]["learning_rate"] == cell.learning_rate * 10
+    assert pipeline.grpo_run_inputs(edited, peft, rows, sft_dir) != wanted
+    assert pipeline.grpo_run_inputs(cell, peft, rows[:-1], sft_dir) != wanted   # other prompts
+    assert pipeline.grpo_run_inputs(cell, training.lora_config(replace(profile, lora_r=2 * profile.lora_r)), rows,
+                                    sft_dir) != wanted
+
+
+def test_notebook_07_refuses_an_edited_grpo_adapter_and_says_why(tmp_path, monkeypatch, capsys):
+    """An adapter trained with another learning rate is not taken for notebook 08's: the reuse line names the setting,
+    and grpo_merged(build=False) (notebook 07 on a GPU runtime) returns None with what to do, training nothing."""
+    from types import SimpleNamespace
+
+    from helpers import grpo, pipeline, training
+    from helpers.artifacts import write_manifest
+
+    profile = get_profile("tiny")
+    sft_dir, adapter = tmp_path / "sft", tmp_path / "grpo"
+    for d in (sft_dir, adapter):
+        d.mkdir()
+    (sft_dir / "model.safetensors").write_bytes(b"weights")
+    write_manifest(adapter, pipeline.grpo_inputs(profile, sft_dir))
+    assert "will reuse" in pipeline.grpo_reuse_line(profile, sft_dir, adapter)
+    edited = SimpleNamespace(**grpo.grpo_config_kwargs(profile, "unused", learning_rate=10 * profile.grpo_learning_rate))
+    write_manifest(adapter, pipeline.grpo_run_inputs(edited, training.lora_config(profile), grpo.prompt_rows(profile), sft_dir))
+    line = pipeline.grpo_reuse_line(profile, sft_dir, adapter)
+    assert "Not the profile's recipe" in line and "grpo_config.learning_rate" in line
+
+    monkeypatch.setattr(pipeline, "sft_merged", lambda profile, tokenizer=None: sft_dir)
+    monkeypatch.setattr(training, "adapter_dir", lambda profile, name="sft_lora": adapter)
+    import helpers.isolated as isolated
+    monkeypatch.setattr(isolated, "grpo_isolated", lambda *a, **k: pytest.fail("build=False must not train"))
+    assert pipeline.grpo_merged(profile, build=False) is None
+    out = capsys.readouterr().out
+    assert "No GRPO model yet" in out and "Run notebook 08 first" in out

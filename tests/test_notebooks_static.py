@@ -1,4 +1,5 @@
-"""Notebook hygiene: committed without outputs, same setup cell and a Colab badge everywhere."""
+"""Notebook hygiene: outputs only from the labelled reference run and free of machine paths, small files, the same
+setup cell and a Colab badge everywhere."""
 
 import re
 from pathlib import Path
@@ -14,12 +15,50 @@ def test_there_are_notebooks():
     assert NOTEBOOKS
 
 
+MAX_NOTEBOOK_BYTES = 3_000_000
+
+
+def _reference_outputs():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reference_outputs", ROOT / "scripts" / "reference_outputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_committed_without_outputs(path):
+def test_outputs_only_from_the_reference_run(path):
+    """Committed outputs come from `make run` on the cpu profile, which labels them; none from a session by hand."""
+    ro = _reference_outputs()
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear outputs before committing"
+    ran = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count is not None)]
+    if ran:
+        info = nb.metadata.get(ro.META_KEY)
+        assert info, (f"{path.name}: cells {ran} carry outputs but the notebook has no reference-run metadata: clear "
+                      f"them, or refresh the notebook with {ro.refresh(path.name)}")
+        assert info["profile"] == ro.REFERENCE_PROFILE, f"{path.name}: outputs from profile {info['profile']}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_carry_no_machine_path(path):
+    ro = _reference_outputs()
+    nb = nbformat.read(path, as_version=4)
+    roots = {str(ROOT), str(ROOT.resolve())}
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            text = ro.output_text(out)
+            found = ro.MACHINE_PATH.search(text) or next((r for r in roots if r in text), None)
+            assert not found, (f"{path.name}, cell {i}: an output names a path of the machine that ran it "
+                               f"({found if isinstance(found, str) else found.group(0)!r}): run "
+                               f"`python scripts/reference_outputs.py clean notebooks/{path.name}`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_file_stays_small(path):
+    size = path.stat().st_size
+    assert size < MAX_NOTEBOOK_BYTES, (f"{path.name} is {size / 1e6:.1f} MB (limit {MAX_NOTEBOOK_BYTES / 1e6:.0f} MB): "
+                                       "an output is too large (a figure at high dpi, a long log?)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
