@@ -22,185 +22,20 @@ from typing import Callable, Sequence
 
 SEED = 1234
 
-# --------------------------------------------------------------------------------------
-# Operand pools. Each entry is (operand, accepted answers, plausible wrong answer or None).
-# --------------------------------------------------------------------------------------
-
-CAPITALS: dict[str, list[str]] = {
-    "France": ["Paris"], "Germany": ["Berlin"], "Italy": ["Rome"], "Spain": ["Madrid"],
-    "Portugal": ["Lisbon"], "Japan": ["Tokyo"], "China": ["Beijing"], "Russia": ["Moscow"],
-    "Egypt": ["Cairo"], "Greece": ["Athens"], "Ireland": ["Dublin"], "Norway": ["Oslo"],
-    "Sweden": ["Stockholm"], "Finland": ["Helsinki"], "Denmark": ["Copenhagen"],
-    "Poland": ["Warsaw"], "Austria": ["Vienna"], "Hungary": ["Budapest"], "Belgium": ["Brussels"],
-    "the Netherlands": ["Amsterdam"], "the Czech Republic": ["Prague"], "Thailand": ["Bangkok"],
-    "Vietnam": ["Hanoi"], "Indonesia": ["Jakarta"], "the Philippines": ["Manila"],
-    "South Korea": ["Seoul"], "India": ["New Delhi"], "Pakistan": ["Islamabad"], "Iran": ["Tehran"],
-    "Iraq": ["Baghdad"], "Turkey": ["Ankara"], "Saudi Arabia": ["Riyadh"], "Kenya": ["Nairobi"],
-    "Nigeria": ["Abuja"], "Ethiopia": ["Addis Ababa"], "Ghana": ["Accra"], "Morocco": ["Rabat"],
-    "Argentina": ["Buenos Aires"], "Brazil": ["Brasilia"], "Chile": ["Santiago"], "Peru": ["Lima"],
-    "Colombia": ["Bogota"], "Venezuela": ["Caracas"], "Cuba": ["Havana"], "Mexico": ["Mexico City"],
-    "Canada": ["Ottawa"], "the United States": ["Washington", "Washington D.C.", "Washington, D.C."],
-    "Australia": ["Canberra"], "New Zealand": ["Wellington"], "the United Kingdom": ["London"],
-    "Ukraine": ["Kyiv", "Kiev"], "Romania": ["Bucharest"], "Bulgaria": ["Sofia"], "Serbia": ["Belgrade"],
-    "Croatia": ["Zagreb"], "Switzerland": ["Bern", "Berne"], "Iceland": ["Reykjavik"],
-    "Afghanistan": ["Kabul"], "Syria": ["Damascus"], "Lebanon": ["Beirut"], "Jordan": ["Amman"],
-    "Qatar": ["Doha"], "Nepal": ["Kathmandu"], "Bangladesh": ["Dhaka"], "Malaysia": ["Kuala Lumpur"],
-    "Mongolia": ["Ulaanbaatar", "Ulan Bator"], "Cambodia": ["Phnom Penh"], "Laos": ["Vientiane"],
-    "North Korea": ["Pyongyang"], "Taiwan": ["Taipei"], "Algeria": ["Algiers"], "Tunisia": ["Tunis"],
-    "Libya": ["Tripoli"], "Sudan": ["Khartoum"], "Uganda": ["Kampala"], "Zimbabwe": ["Harare"],
-    "Zambia": ["Lusaka"], "Angola": ["Luanda"], "Senegal": ["Dakar"], "Mali": ["Bamako"],
-    "Somalia": ["Mogadishu"], "Uruguay": ["Montevideo"], "Paraguay": ["Asuncion"], "Ecuador": ["Quito"],
-    "Jamaica": ["Kingston"], "Costa Rica": ["San Jose"], "Honduras": ["Tegucigalpa"],
-    "Nicaragua": ["Managua"], "Estonia": ["Tallinn"], "Latvia": ["Riga"], "Lithuania": ["Vilnius"],
-    "Belarus": ["Minsk"], "Slovakia": ["Bratislava"], "Slovenia": ["Ljubljana"], "Albania": ["Tirana"],
-    "Armenia": ["Yerevan"], "Georgia": ["Tbilisi"], "Azerbaijan": ["Baku"], "Uzbekistan": ["Tashkent"],
-    "Cyprus": ["Nicosia"], "Malta": ["Valletta"], "Oman": ["Muscat"], "Bahrain": ["Manama"],
-    "Haiti": ["Port-au-Prince"], "the Dominican Republic": ["Santo Domingo"], "Fiji": ["Suva"],
-    "Madagascar": ["Antananarivo"], "Rwanda": ["Kigali"], "Botswana": ["Gaborone"], "Namibia": ["Windhoek"],
-}
-
-ANTONYMS: dict[str, list[str]] = {
-    "hot": ["cold"], "big": ["small", "little"], "happy": ["sad", "unhappy"], "fast": ["slow"],
-    "tall": ["short"], "rich": ["poor"], "open": ["closed", "shut"], "early": ["late"],
-    "full": ["empty"], "up": ["down"], "left": ["right"], "good": ["bad", "evil"], "wet": ["dry"],
-    "strong": ["weak"], "clean": ["dirty"], "loud": ["quiet", "soft"], "thick": ["thin"],
-    "wide": ["narrow"], "high": ["low"], "cheap": ["expensive"], "day": ["night"], "black": ["white"],
-    "love": ["hate"], "win": ["lose"], "push": ["pull"], "buy": ["sell"], "true": ["false"],
-    "alive": ["dead"], "inside": ["outside"], "above": ["below", "beneath", "under"],
-    "before": ["after"], "first": ["last"], "north": ["south"], "east": ["west"],
-    "question": ["answer"], "friend": ["enemy", "foe"], "heavy": ["light"], "deep": ["shallow"],
-    "smooth": ["rough"], "safe": ["dangerous", "unsafe"], "correct": ["incorrect", "wrong"],
-    "possible": ["impossible"], "visible": ["invisible"], "remember": ["forget"],
-    "accept": ["reject", "refuse", "decline"], "increase": ["decrease", "reduce"],
-    "maximum": ["minimum"], "success": ["failure"], "entrance": ["exit"], "asleep": ["awake"],
-    "ancient": ["modern"], "beautiful": ["ugly"], "polite": ["rude", "impolite"],
-    "patient": ["impatient"], "odd": ["even"], "public": ["private"], "positive": ["negative"],
-    "sunrise": ["sunset"], "victory": ["defeat"], "top": ["bottom"], "near": ["far"],
-    "come": ["go"], "laugh": ["cry"], "always": ["never"], "everything": ["nothing"],
-    "import": ["export"], "inhale": ["exhale"], "floor": ["ceiling"], "male": ["female"],
-    "king": ["queen"], "boy": ["girl"], "husband": ["wife"], "summer": ["winter"],
-    "borrow": ["lend"], "send": ["receive"], "lead": ["follow"], "attack": ["defend", "defense"],
-    "float": ["sink"], "hello": ["goodbye", "bye"], "yes": ["no"], "input": ["output"],
-    "brave": ["cowardly", "scared", "afraid"], "sweet": ["sour", "bitter"], "young": ["old"],
-    "wild": ["tame", "domestic"], "generous": ["selfish", "stingy"], "guilty": ["innocent"],
-    "arrive": ["leave", "depart"], "begin": ["end", "finish"], "noisy": ["quiet", "silent"],
-    "major": ["minor"], "plus": ["minus"], "fresh": ["stale", "rotten"], "sharp": ["dull", "blunt"],
-}
-
-# Wrong-but-plausible answers for antonyms: a near-synonym of the word itself.
-ANTONYM_DISTRACTORS: dict[str, str] = {
-    "hot": "warm", "big": "large", "happy": "glad", "fast": "quick", "tall": "high", "rich": "wealthy",
-    "open": "opened", "early": "soon", "full": "filled", "up": "upward", "left": "west", "good": "nice",
-    "wet": "damp", "strong": "powerful", "clean": "tidy", "loud": "noisy", "thick": "wide", "wide": "broad",
-    "high": "tall", "cheap": "inexpensive", "day": "morning", "black": "dark", "love": "like", "win": "gain",
-    "push": "press", "buy": "purchase", "true": "real", "alive": "living", "inside": "within",
-    "above": "over", "before": "earlier", "first": "initial", "north": "up", "east": "north",
-    "question": "query", "friend": "ally", "heavy": "weighty", "deep": "profound", "smooth": "soft",
-    "safe": "secure", "correct": "right", "possible": "likely", "visible": "seen", "remember": "recall",
-    "accept": "receive", "increase": "raise", "maximum": "most", "success": "triumph", "entrance": "door",
-    "asleep": "sleeping", "ancient": "old", "beautiful": "pretty", "polite": "kind", "patient": "calm",
-    "odd": "strange", "public": "open", "positive": "good", "sunrise": "dawn", "victory": "win",
-    "top": "peak", "near": "close", "come": "arrive", "laugh": "smile", "always": "often",
-    "everything": "all", "import": "bring", "inhale": "breathe", "floor": "ground", "male": "man",
-    "king": "prince", "boy": "child", "husband": "man", "summer": "spring", "borrow": "take",
-    "send": "mail", "lead": "guide", "attack": "strike", "float": "swim", "hello": "hi", "yes": "yeah",
-    "input": "entry", "brave": "bold", "sweet": "sugary", "young": "new", "wild": "savage",
-    "generous": "kind", "guilty": "blamed", "arrive": "reach", "begin": "start", "noisy": "loud",
-    "major": "main", "plus": "add", "fresh": "new", "sharp": "pointed",
-}
-
-CATEGORIES: dict[str, list[str]] = {
-    "animal": ["dog", "cat", "horse", "lion", "tiger", "elephant", "rabbit", "mouse", "cow", "sheep",
-               "goat", "wolf", "bear", "fox", "deer", "monkey", "zebra", "giraffe", "camel", "donkey",
-               "kangaroo", "squirrel", "dolphin", "whale", "pig", "owl", "eagle", "snake", "frog", "duck"],
-    "fruit": ["apple", "banana", "orange", "pear", "grape", "cherry", "peach", "plum", "mango",
-              "lemon", "lime", "melon", "watermelon", "strawberry", "blueberry", "raspberry", "kiwi",
-              "pineapple", "apricot", "coconut", "papaya", "fig", "grapefruit", "pomegranate", "avocado"],
-    "color": ["red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "gray",
-              "violet", "indigo", "turquoise", "magenta", "beige", "crimson", "scarlet", "maroon",
-              "navy", "teal", "olive", "lavender", "ivory", "amber", "cyan"],
-    "vehicle": ["car", "bus", "truck", "bicycle", "motorcycle", "train", "airplane", "helicopter",
-                "boat", "ship", "tram", "taxi", "van", "scooter", "submarine", "tractor", "ambulance",
-                "ferry", "yacht", "jeep", "canoe", "rocket", "sled", "limousine", "minivan"],
-    "instrument": ["piano", "guitar", "violin", "drum", "flute", "trumpet", "saxophone", "cello",
-                   "harp", "clarinet", "trombone", "banjo", "ukulele", "accordion", "harmonica",
-                   "tuba", "oboe", "xylophone", "mandolin", "bagpipes", "organ", "tambourine",
-                   "bassoon", "harpsichord", "keyboard"],
-    "clothing": ["shirt", "jacket", "coat", "dress", "skirt", "sweater", "hat", "scarf", "glove",
-                 "sock", "shoe", "boot", "jeans", "trousers", "shorts", "blouse", "vest", "hoodie",
-                 "pajamas", "tie", "belt", "cap", "sandal", "raincoat", "tuxedo"],
-}
-
-PLURALS: dict[str, str] = {
-    "child": "children", "mouse": "mice", "man": "men", "woman": "women", "tooth": "teeth",
-    "foot": "feet", "goose": "geese", "person": "people", "knife": "knives", "leaf": "leaves",
-    "wolf": "wolves", "half": "halves", "life": "lives", "wife": "wives", "loaf": "loaves",
-    "city": "cities", "baby": "babies", "lady": "ladies", "party": "parties", "story": "stories",
-    "box": "boxes", "bus": "buses", "church": "churches", "watch": "watches", "dish": "dishes",
-    "glass": "glasses", "fox": "foxes", "potato": "potatoes", "tomato": "tomatoes", "hero": "heroes",
-    "sheep": "sheep", "fish": "fish", "deer": "deer", "ox": "oxen", "cat": "cats", "dog": "dogs",
-    "book": "books", "car": "cars", "tree": "trees", "house": "houses", "shelf": "shelves",
-    "thief": "thieves", "calf": "calves", "country": "countries", "family": "families",
-    "puppy": "puppies", "cherry": "cherries", "body": "bodies", "key": "keys", "day": "days",
-    "boy": "boys", "toy": "toys", "brush": "brushes", "match": "matches", "class": "classes",
-    "kiss": "kisses", "wish": "wishes", "bench": "benches", "tax": "taxes", "dress": "dresses",
-    "cup": "cups", "pen": "pens", "bird": "birds", "chair": "chairs", "table": "tables",
-    "window": "windows", "flower": "flowers", "apple": "apples", "girl": "girls", "river": "rivers",
-    "mountain": "mountains", "song": "songs", "hand": "hands", "eye": "eyes", "door": "doors",
-    "bottle": "bottles", "horse": "horses", "rose": "roses", "nose": "noses", "page": "pages",
-    "cactus": "cacti", "fungus": "fungi", "crisis": "crises", "analysis": "analyses",
-    "phenomenon": "phenomena", "criterion": "criteria", "louse": "lice", "echo": "echoes",
-    "volcano": "volcanoes", "bush": "bushes", "lunch": "lunches", "penny": "pennies",
-    "army": "armies", "berry": "berries", "monkey": "monkeys", "valley": "valleys", "roof": "roofs",
-    "chief": "chiefs", "photo": "photos", "piano": "pianos", "zoo": "zoos", "radio": "radios",
-}
-
-PAST_TENSE: dict[str, str] = {
-    "go": "went", "run": "ran", "eat": "ate", "see": "saw", "take": "took", "give": "gave",
-    "write": "wrote", "speak": "spoke", "swim": "swam", "sing": "sang", "drink": "drank",
-    "begin": "began", "break": "broke", "bring": "brought", "buy": "bought", "catch": "caught",
-    "teach": "taught", "think": "thought", "fight": "fought", "fly": "flew", "grow": "grew",
-    "know": "knew", "throw": "threw", "draw": "drew", "drive": "drove", "ride": "rode",
-    "rise": "rose", "choose": "chose", "forget": "forgot", "freeze": "froze", "steal": "stole",
-    "wake": "woke", "wear": "wore", "tear": "tore", "sell": "sold", "tell": "told", "find": "found",
-    "hold": "held", "stand": "stood", "sit": "sat", "feel": "felt", "keep": "kept", "sleep": "slept",
-    "leave": "left", "meet": "met", "lose": "lost", "send": "sent", "spend": "spent",
-    "build": "built", "make": "made", "pay": "paid", "say": "said", "hear": "heard", "win": "won",
-    "dig": "dug", "shake": "shook", "fall": "fell", "hide": "hid", "bite": "bit", "blow": "blew",
-    "come": "came", "become": "became", "do": "did", "have": "had", "get": "got", "lend": "lent",
-    "bend": "bent", "feed": "fed", "lead": "led", "shoot": "shot", "sting": "stung", "swing": "swung",
-    "spin": "spun", "stick": "stuck", "strike": "struck", "seek": "sought", "ring": "rang",
-    "sink": "sank", "shrink": "shrank", "walk": "walked", "play": "played", "jump": "jumped",
-    "cook": "cooked", "clean": "cleaned", "open": "opened", "stop": "stopped", "plan": "planned",
-    "cry": "cried", "try": "tried", "carry": "carried", "study": "studied", "dance": "danced",
-    "smile": "smiled", "live": "lived", "move": "moved", "hope": "hoped", "paint": "painted",
-    "visit": "visited", "watch": "watched", "wash": "washed", "talk": "talked", "listen": "listened",
-    "start": "started", "finish": "finished", "help": "helped", "call": "called", "ask": "asked",
-    "climb": "climbed", "kick": "kicked", "laugh": "laughed", "pull": "pulled", "push": "pushed",
-    "shop": "shopped", "drop": "dropped", "hug": "hugged", "marry": "married", "worry": "worried",
-    "reply": "replied",
-}
-
-# Words for the uppercase and last-word skills. Split into two disjoint vocabularies below.
-ADJECTIVES = [
-    "green", "quiet", "bright", "small", "ancient", "gentle", "heavy", "lucky", "silver", "golden",
-    "wooden", "frozen", "sunny", "rainy", "broken", "hidden", "empty", "sleepy", "brave", "clever",
-    "narrow", "purple", "orange", "little", "happy", "lonely", "famous", "secret", "simple", "strange",
-    "sweet", "bitter", "smooth", "rough", "noisy", "tiny", "giant", "young", "dusty", "shiny",
-    "cloudy", "windy", "silent", "rusty", "fuzzy", "muddy", "polite", "proud", "quick", "calm",
-]
-NOUNS = [
-    "apple", "river", "garden", "window", "castle", "forest", "letter", "candle", "bridge", "pencil",
-    "rabbit", "mirror", "basket", "ladder", "pillow", "island", "rocket", "kitten", "button", "blanket",
-    "bottle", "jacket", "dragon", "teacher", "farmer", "sailor", "market", "valley", "village", "monkey",
-    "hammer", "ticket", "lemon", "planet", "harbor", "tunnel", "tiger", "violin", "wagon", "lantern",
-    "meadow", "cookie", "pepper", "parrot", "puzzle", "saddle", "spoon", "carpet", "helmet", "turtle",
-]
-VERBS_PAST = [
-    "slept", "waited", "rested", "stood", "danced", "sat", "landed", "appeared", "vanished", "sang",
-    "played", "worked", "laughed", "shouted", "jumped", "walked", "stopped", "glowed", "fell", "hid",
-]
-PREPOSITIONS = ["near", "under", "behind", "beside", "inside", "above", "below", "across", "around", "past"]
+# Operand pools, in data/skills_words.json: countries -> accepted capitals, words -> accepted antonyms and a
+# plausible wrong answer (a near-synonym), category members, irregular plurals and past tenses, and the words the
+# sentence skills (last word) are built from.
+_WORDS = json.loads((Path(__file__).resolve().parent.parent / "data" / "skills_words.json").read_text(encoding="utf-8"))
+CAPITALS: dict[str, list[str]] = _WORDS["capitals"]
+ANTONYMS: dict[str, list[str]] = _WORDS["antonyms"]
+ANTONYM_DISTRACTORS: dict[str, str] = _WORDS["antonym_distractors"]
+CATEGORIES: dict[str, list[str]] = _WORDS["categories"]
+PLURALS: dict[str, str] = _WORDS["plurals"]
+PAST_TENSE: dict[str, str] = _WORDS["past_tense"]
+ADJECTIVES: list[str] = _WORDS["adjectives"]
+NOUNS: list[str] = _WORDS["nouns"]
+VERBS_PAST: list[str] = _WORDS["verbs_past"]
+PREPOSITIONS: list[str] = _WORDS["prepositions"]
 
 
 @dataclass(frozen=True)
