@@ -144,6 +144,14 @@ def main(prefixes: list[str]) -> int:
     print("\nWall time per notebook on profile", run_key(profile))
     for name, rec in times.get(run_key(profile), {}).items():
         print(f"  {name:<32} {rec['seconds']:>7.0f} s  {rec['status']}")
+    if reference:   # the prose's registered claims about the reference numbers (helpers/claims.py), re-checked
+        from helpers import claims
+
+        broken = claims.check(claims.load_results(results_dir()))
+        print(f"\nClaims in the notebooks' prose: {len(claims.CLAIMS) - len(broken)} of {len(claims.CLAIMS)} hold or "
+              "are not checked" + ("." if not broken else "; these no longer hold (python -m helpers.claims):"))
+        for claim, what in broken:
+            print(f"  FAILS {claim.id} ({claim.where}): {what}")
     if failed:
         print(f"\nFAILED: {failed}. The executed copies under outputs/executed/ show the error cell.")
         return 1

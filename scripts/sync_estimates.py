@@ -2,8 +2,10 @@
 README's table of `make bench` (results/bench.json).
 
 The README's "Cost model" table (between its estimates markers) and each notebook's "**On a GPU**" line are
-rendered from helpers.cost and results/cost_check.json, never typed; tests/test_cost.py fails while either is out of
-step. Run it after changing a profile's sizes or the cost model:
+rendered from helpers.cost and results/cost_check.json, and each notebook's "**On a CPU with 2 cores**" line from the
+times `make run` measured (results/course_run_times.json), never typed; both lines go right after the notebook's
+"**Budget**" paragraph. tests/test_cost.py fails while any of them is out of step. Run it after changing a profile's
+sizes or the cost model, and after `make run`:
 
     python scripts/sync_estimates.py
 """
@@ -91,17 +93,57 @@ def gpu_line(notebook: str) -> str:
             f"course yet; README, *Cost model*): {cost.budget_line(notebook, GPUS)}")
 
 
-def synced_notebook(nb: dict, notebook: str) -> dict:
-    """``nb`` with its budget cell's GPU line replaced by (or extended with) today's estimate."""
+CPU_LINE = "**On a CPU with 2 cores**"
+# course_run_times.json keys: the `cpu` profile in fp32 (CPUs without bf16 instructions, most laptops) and in bf16
+CPU_RUNS = (("cpu-fp32", "where the CPU has no bf16 instructions, as in most laptops (fp32"),
+            ("cpu-bf16", "where it has them, as recent server CPUs do (bf16"))
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 10 else f"{minutes:.0f} min"
+
+
+def cpu_line(notebook: str, times: dict | None) -> str:
+    """The notebook's measured time on the `cpu` profile (2 cores) from results/course_run_times.json: in fp32, what
+    most laptops run, and in bf16; "not measured yet" where `make run` has not timed it to the end."""
+    parts = []
+    for key, what in CPU_RUNS:
+        rec = (times or {}).get(key, {}).get(notebook)
+        if rec and rec.get("status") == "ok":
+            parts.append(f"about {_minutes(rec['seconds'])} {what}, {rec['date']})")
+    if not parts:
+        return (f"{CPU_LINE}: not measured yet; `make run` on the `cpu` profile times it "
+                f"(`python scripts/run_course.py {notebook[:2]}`).")
+    return (f"{CPU_LINE}, measured by `make run` (`results/course_run_times.json`): " + "; ".join(parts)
+            + ". README, *CPU precision*, says which CPUs ran it and how to tell whether yours has bf16 instructions.")
+
+
+def synced_notebook(nb: dict, notebook: str, times: dict | None = None) -> dict:
+    """``nb`` with today's GPU estimate and measured CPU time (``times``: results/course_run_times.json) right after
+    its "**Budget**" paragraph, replacing the lines an earlier sync wrote wherever they were."""
     for cell in nb["cells"]:
         text = "".join(cell["source"])
         if cell["cell_type"] == "markdown" and "**Budget**" in text:
-            kept = [line for line in text.split("\n") if not line.startswith(GPU_LINE)]
+            lines = [line for line in text.split("\n") if not line.startswith((GPU_LINE, CPU_LINE))]
+            at = next(i for i, line in enumerate(lines) if "**Budget**" in line)
+            while at < len(lines) and lines[at].strip():
+                at += 1
+            lines[at:at] = ["", gpu_line(notebook), "", cpu_line(notebook, times), ""]
+            kept = []
+            for line in lines:   # one blank line between paragraphs, none at the end
+                if line.strip() or (kept and kept[-1].strip()):
+                    kept.append(line)
             while kept and not kept[-1].strip():
                 kept.pop()
-            cell["source"] = "\n".join(kept + ["", gpu_line(notebook)]).splitlines(keepends=True)
+            cell["source"] = "\n".join(kept).splitlines(keepends=True)
             return nb
     raise SystemExit(f"{notebook}: no markdown cell with **Budget**: add one (see notebook 01).")
+
+
+def run_times() -> dict | None:
+    path = ROOT / "results" / "course_run_times.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def main() -> int:
@@ -120,14 +162,15 @@ def main() -> int:
     if new != text:
         readme.write_text(new)
         print("README: estimates updated")
+    times = run_times()
     for nb_name in cost.notebooks():
         path = ROOT / "notebooks" / f"{nb_name}.ipynb"
         nb = json.loads(path.read_text())
         before = json.dumps(nb)
-        nb = synced_notebook(nb, nb_name)
+        nb = synced_notebook(nb, nb_name, times)
         if json.dumps(nb) != before:
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-            print(f"{path.name}: GPU estimate updated")
+            print(f"{path.name}: GPU estimate and CPU time updated")
     return 0
 
 

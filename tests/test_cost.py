@@ -152,6 +152,39 @@ def test_readme_and_notebooks_show_todays_estimates():
     readme = (ROOT / "README.md").read_text()
     block = readme_block(json.loads(check.read_text()) if check.is_file() else None)
     assert f"{START}\n{block}{END}" in readme, "README estimates are stale: run python scripts/sync_estimates.py"
+    from sync_estimates import cpu_line, run_times
+
+    times = run_times()
     for nb in cost.notebooks():
         text = "".join("".join(c["source"]) for c in json.loads((ROOT / "notebooks" / f"{nb}.ipynb").read_text())["cells"])
         assert gpu_line(nb) in text, f"{nb}: GPU estimate is stale: run python scripts/sync_estimates.py"
+        assert cpu_line(nb, times) in text, f"{nb}: measured CPU time is stale: run python scripts/sync_estimates.py"
+
+
+def test_budget_lines_follow_the_budget_paragraph_and_sync_is_idempotent():
+    """The GPU estimate and the measured CPU time come right after the **Budget** paragraph, with no CPU jargon
+    there; a second sync changes nothing; a notebook `make run` has not timed says so instead of a number."""
+    import copy
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from sync_estimates import CPU_LINE, GPU_LINE, cpu_line, synced_notebook
+
+    times = {"cpu-fp32": {"01_sft_lora": {"seconds": 200.2, "status": "ok", "date": "2026-11-30"}},
+             "cpu-bf16": {"01_sft_lora": {"seconds": 109.1, "status": "failed", "date": "2026-11-30"}}}
+    line = cpu_line("01_sft_lora", times)
+    assert "about 3.3 min" in line and "fp32, 2026-11-30" in line and "bf16, " not in line   # a failed run is no time
+    assert "not measured yet" in cpu_line("08_grpo", times)
+    nb = {"cells": [{"cell_type": "markdown", "source": ["# T\n", "\n", "**Budget**: below.\n", "\n",
+                                                         "<!-- colab-install:start -->\nx\n<!-- colab-install:end -->\n",
+                                                         "\n", f"{GPU_LINE} old\n", "\n", f"{CPU_LINE} old"]}]}
+    once = synced_notebook(copy.deepcopy(nb), "01_sft_lora", times)
+    text = "".join(once["cells"][0]["source"])
+    assert text.index("**Budget**") < text.index(GPU_LINE) < text.index(CPU_LINE) < text.index("colab-install")
+    assert " old" not in text and "\n\n\n" not in text and line in text
+    assert synced_notebook(copy.deepcopy(once), "01_sft_lora", times) == once
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        first = "".join(json.loads(path.read_text())["cells"][0]["source"])
+        budget = next(par for par in first.split("\n\n") if par.startswith("**Budget**"))
+        assert not any(j in budget for j in ("AVX", "EPYC", "autocast")), f"{path.name}: CPU jargon in the Budget line"
