@@ -152,6 +152,11 @@ def main(prefixes: list[str]) -> int:
               "are not checked" + ("." if not broken else "; these no longer hold (python -m helpers.claims):"))
         for claim, what in broken:
             print(f"  FAILS {claim.id} ({claim.where}): {what}")
+    if reference:   # the README's results table and the notebooks' CPU budget lines, rendered from what was just written
+        import subprocess
+
+        for script in ("update_readme.py", "sync_estimates.py"):
+            subprocess.run([sys.executable, str(ROOT / "scripts" / script)], check=False)
     if failed:
         print(f"\nFAILED: {failed}. The executed copies under outputs/executed/ show the error cell.")
         return 1
