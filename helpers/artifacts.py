@@ -13,9 +13,9 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
-from .paths import atomic_folder, damaged_files, file_checksums
+from .paths import REPO_ROOT, atomic_folder, cache_dir, damaged_files, file_checksums, file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -26,6 +26,55 @@ def content_hash(value, length: int = 16) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
+ROW_CODE = ("helpers/data.py", "helpers/hub_data.py")   # the code that reads, checks and normalises training rows
+
+
+def files_source(*paths: str | Path) -> dict[str, str]:
+    """The SHA-256 of each file (of every file under a folder), by path: what identifies the data files a run's rows
+    come from without reading their rows (each file is hashed once while it stays the same: :func:`file_sha256`).
+    A path that does not exist is recorded as ``"missing"``."""
+    found = {}
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            name = str(file.relative_to(REPO_ROOT)) if file.is_relative_to(REPO_ROOT) else str(file)
+            found[name] = file_sha256(file) if file.is_file() else "missing"
+    return found
+
+
+_ROW_HASHES: dict[str, str] = {}   # in this process: content_hash(source) -> content hash of the rows
+
+
+def rows_hash(what: str, source: dict, rows: Callable[[], Sequence]) -> str:
+    """``content_hash(list(rows()))`` (what a manifest records of a run's rows), looked up by ``source`` instead of
+    computed when it was computed before from the same source: ``source`` holds the checksums of the data files the
+    rows come from and of the code that reads them (:func:`files_source`, :data:`ROW_CODE`) and the selection (split,
+    counts, ``max_length``, tokenizer). Only the first time (or after a data file, the code or the selection changed)
+    are the rows read, checked and hashed; the hash is then recorded in ``<COURSE_CACHE>/row_hashes`` for later
+    processes. So a reuse check reads no data, and a manifest still records the rows themselves: an adapter trained on
+    other rows (notebook 02's own data) differs from the profile's."""
+    key = content_hash({"what": what, **source}, 32)
+    if key in _ROW_HASHES:
+        return _ROW_HASHES[key]
+    stored = cache_dir() / "row_hashes" / f"{key}.json"
+    try:
+        record = json.loads(stored.read_text())
+        if isinstance(record, dict) and record.get("source") == json.loads(json.dumps(source, default=str)):
+            _ROW_HASHES[key] = record["hash"]
+            return record["hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = _ROW_HASHES[key] = content_hash(list(rows()))
+    try:   # written atomically; a record that cannot be written only costs reading the rows next time
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_name(f"{stored.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"what": what, "source": source, "hash": value}, indent=1, default=str))
+        os.replace(tmp, stored)
+    except OSError:
+        pass
+    return value
 
 
 @contextmanager

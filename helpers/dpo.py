@@ -13,6 +13,7 @@ from __future__ import annotations
 
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -387,11 +388,13 @@ RECIPE_FIELDS = ("max_steps", "per_device_train_batch_size", "gradient_accumulat
                  "data_seed", "beta", "loss_type", "loss_weights")
 
 
-def recipe_settings(config, peft_config: LoraConfig, pairs: Sequence[dict]) -> dict:
+def recipe_settings(config, peft_config: LoraConfig, pairs: Sequence[dict] | None,
+                    pairs_sha256: str | None = None) -> dict:
     """What decides a DPO adapter besides the SFT model it starts from, read from the objects the run was built
     from: the ``DPOConfig`` (or its keyword arguments), the LoRA config and the pairs it trained on (after the length
     check). Notebook 02 records this in its adapter's manifest, so an edited ``DPOConfig`` cell or your own pairs
-    give an adapter that notebooks 03-07 do not take for the profile's (:func:`dpo_settings`)."""
+    give an adapter that notebooks 03-07 do not take for the profile's (:func:`dpo_settings`). ``pairs_sha256``:
+    the pairs' content hash when it is known without them (:func:`dpo_settings`; then ``pairs`` is ``None``)."""
     from .artifacts import content_hash
 
     def plain(value):
@@ -406,20 +409,57 @@ def recipe_settings(config, peft_config: LoraConfig, pairs: Sequence[dict]) -> d
     trainer = {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS}   # arguments left out: TRL's default
     lora = {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
             "lora_targets": sorted(peft_config.target_modules)}
-    return {"dpo_config": trainer, **lora, "pairs_sha256": content_hash(list(pairs))}
+    return {"dpo_config": trainer, **lora, "pairs_sha256": pairs_sha256 or content_hash(list(pairs))}
+
+
+@takes_profile
+def pairs_source(profile: Profile) -> dict:
+    """What the profile's DPO training pairs are made from, read without reading a row: the checksums of the data
+    files (the skills split, or the local copy of the Hub dataset) and of the code that reads and checks them, the
+    selection (split, row count, ``max_length``) and the tokenizer the length check uses (its files' checksums, or
+    its Hub id). A Hub dataset read from the Hub itself (no local copy) is recorded by its id, split, row count and
+    shuffle: the course pins no revision, so a dataset that changes on the Hub is not noticed here."""
+    from . import data, hub_data
+    from .artifacts import ROW_CODE, files_source
+    from .models import model_path
+
+    code = files_source(*ROW_CODE, __file__)
+    tokenizer = model_path(profile)
+    if Path(tokenizer).is_dir():
+        tokenizer = files_source(*(f for f in sorted(Path(tokenizer).iterdir())
+                                   if f.is_file() and f.suffix != ".safetensors" and f.name != "manifest.json"))
+    selection = {"max_length": profile.max_length, "tokenizer": tokenizer, "code": code}
+    if profile.preference_dataset == "skills":
+        return {"data": files_source(Path(data.DATA_DIR) / "skills_dpo_train.jsonl"), "split": "dpo_train",
+                "rows": profile.n_train, **selection}
+    info = hub_data.spec(profile.preference_dataset)
+    where = hub_data.source(profile.preference_dataset, profile.hub_data)
+    origin = files_source(where) if where != profile.preference_dataset else {"hub": where}
+    return {"data": origin, "dataset": profile.preference_dataset, "split": info.train, "rows": profile.preference_rows,
+            "shuffle": [0, hub_data.SHUFFLE_BUFFER], **selection}
 
 
 @takes_profile
 def dpo_settings(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> dict:
     """:func:`recipe_settings` of notebook 02's recipe on this profile: the profile's ``DPOConfig`` arguments (no
-    config object is built: that would reset Accelerate's state), its LoRA config and its pairs after the length check."""
+    config object is built: that would reset Accelerate's state), its LoRA config and its pairs after the length check.
+
+    The pairs are recorded by their content hash, looked up by where they come from (:func:`pairs_source`,
+    :func:`helpers.artifacts.rows_hash`): they are read, checked and tokenized (``tokenizer``, the profile's; loaded
+    when not given) only the first time, so a reuse check reads no data and loads no tokenizer."""
     from types import SimpleNamespace
 
-    from .models import load_tokenizer
+    from .artifacts import rows_hash
+
+    def pairs() -> list[dict]:
+        from .models import load_tokenizer
+
+        return check_lengths(tokenizer or load_tokenizer(profile), preference_rows(profile, "dpo_train"),
+                             profile.max_length)
 
     config = SimpleNamespace(**dpo_config_kwargs(profile, "unused"))
-    pairs = check_lengths(tokenizer or load_tokenizer(profile), preference_rows(profile, "dpo_train"), profile.max_length)
-    return recipe_settings(config, lora_config(profile), pairs)
+    return recipe_settings(config, lora_config(profile), None,
+                           pairs_sha256=rows_hash("DPO training pairs", pairs_source(profile), pairs))
 
 
 @takes_profile

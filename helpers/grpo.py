@@ -152,7 +152,8 @@ RECIPE_FIELDS = ("max_steps", "num_generations", "per_device_train_batch_size", 
                  "data_seed")   # the GRPOConfig fields that decide an adapter (not where logs go or how often)
 
 
-def recipe_settings(config, peft_config, rows: Sequence[dict], reward: str = REWARD) -> dict:
+def recipe_settings(config, peft_config, rows: Sequence[dict] | None, reward: str = REWARD,
+                    prompts_sha256: str | None = None) -> dict:
     """What decides a GRPO adapter besides the SFT model it starts from, read from the objects the run was built
     from: the ``GRPOConfig`` (or its keyword arguments; a field left out counts as TRL's default), the LoRA config,
     the reward and the training prompts. Notebook 08 and ``scripts/grpo.py`` record this in the adapter's manifest,
@@ -172,19 +173,27 @@ def recipe_settings(config, peft_config, rows: Sequence[dict], reward: str = REW
                 and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
     return {"grpo_config": {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS},
             "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-            "lora_targets": sorted(peft_config.target_modules), "reward": reward, "prompts_sha256": content_hash(list(rows))}
+            "lora_targets": sorted(peft_config.target_modules), "reward": reward,
+            "prompts_sha256": prompts_sha256 or content_hash(list(rows))}
 
 
 @takes_profile
 def grpo_settings(profile: Profile) -> dict:
     """:func:`recipe_settings` of notebook 08's recipe on this profile, from its ``GRPOConfig`` arguments (no config
-    object is built: that would reset Accelerate's state) and its prompts."""
+    object is built: that would reset Accelerate's state) and its prompts, recorded by their content hash looked up
+    by where they come from (the skills split's and the code's checksums, the count and the shuffle seed:
+    :func:`helpers.artifacts.rows_hash`), so a reuse check reads no data."""
     from types import SimpleNamespace
 
+    from . import data
+    from .artifacts import ROW_CODE, files_source, rows_hash
     from .training import lora_config
 
-    return recipe_settings(SimpleNamespace(**grpo_config_kwargs(profile, "unused")), lora_config(profile),
-                           prompt_rows(profile))
+    source = {"data": files_source(Path(data.DATA_DIR) / f"skills_{TRAIN_SPLIT}.jsonl"), "split": TRAIN_SPLIT,
+              "rows": profile.grpo_steps * profile.grpo_prompts_per_step, "seed": 0,
+              "code": files_source(*ROW_CODE, __file__)}
+    return recipe_settings(SimpleNamespace(**grpo_config_kwargs(profile, "unused")), lora_config(profile), None,
+                           prompts_sha256=rows_hash("GRPO prompts", source, lambda: prompt_rows(profile)))
 
 
 class PhaseTimer:

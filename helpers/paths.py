@@ -168,51 +168,110 @@ def _hash_into(digest, path: Path):
     return digest
 
 
+RACY_SECONDS = 2.0   # a file changed this recently is hashed again every time (see _stat_key)
+
+
+def _stat_key(path: Path, now: float) -> tuple | None:
+    """What identifies the content of ``path`` without reading it: resolved path, device, inode, size, modification
+    and status-change times (``st_ctime_ns``: any write, ``os.utime`` or ``cp -p`` over it sets it to now, so a file
+    whose mtime was put back still gets a new key). ``None`` when the file changed in the last :data:`RACY_SECONDS`
+    before ``now``: a write of the same size within one tick of the file system's clock would keep the key, so such
+    a file is hashed again each time (git's "racily clean" rule)."""
+    stat = path.stat()
+    if max(stat.st_mtime_ns, stat.st_ctime_ns) > (now - RACY_SECONDS) * 1e9:
+        return None
+    return (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+_HASHES: dict[tuple, str] = {}   # in this process: (kind, stat keys) -> hash
+
+
+def _hash_store() -> Path:
+    return cache_dir() / "hashes"
+
+
+def _remembered(kind: str, keys: tuple, compute) -> str:
+    """``compute()`` (a hash of files), remembered under ``keys`` (their :func:`_stat_key`) in this process and in
+    ``<COURSE_CACHE>/hashes`` for later processes, so a file that did not change is never hashed twice; computed
+    afresh when a key is ``None`` (a file changed just now) or when nothing was remembered."""
+    import hashlib
+
+    if any(k is None for k in keys):
+        return compute()
+    key = (kind, keys)
+    if key in _HASHES:
+        return _HASHES[key]
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]
+    stored = _hash_store() / f"{name}.json"
+    try:
+        record = json.loads(stored.read_text())
+        if record.get("key") == json.loads(json.dumps(key)):
+            _HASHES[key] = record["hash"]
+            return record["hash"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        pass
+    value = _HASHES[key] = compute()
+    try:   # written atomically; a cache that cannot be written only costs the hashing next time
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        tmp = stored.with_name(f"{stored.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"key": key, "hash": value}))
+        os.replace(tmp, stored)
+    except OSError:
+        pass
+    return value
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of ``path``'s bytes, read once while the file stays the same (:func:`_remembered`)."""
+    import hashlib
+    import time
+
+    path = Path(path)
+    return _remembered("sha256", (_stat_key(path, time.time()),),
+                       lambda: _hash_into(hashlib.sha256(), path).hexdigest())
+
+
 def fingerprint(folder: str | Path) -> str:
     """A short content hash of a model folder's weight files (``*.safetensors``, sorted by name).
 
     Results files record it, so notebook 07 reuses a measurement only when it was taken on these exact weights.
+    Computed once while the files stay the same (same size, times and inode: :func:`_stat_key`), in this process
+    and across processes, so a reuse check hashes no weights that did not change.
     """
     import hashlib
+    import time
 
-    digest = hashlib.sha256()
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"No *.safetensors weights in {folder}: is it a saved model folder?")
-    for path in files:
-        digest.update(path.name.encode())
-        _hash_into(digest, path)
-    return digest.hexdigest()[:16]
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode())
+            _hash_into(digest, path)
+        return digest.hexdigest()[:16]
+
+    now = time.time()
+    return _remembered("fingerprint", tuple(_stat_key(path, now) for path in files), compute)
 
 
 def file_checksums(folder: str | Path) -> dict[str, dict]:
     """Size and SHA-256 of every file in ``folder`` (not in sub-folders), what a manifest records so that later
     damage is found by content, not only by size."""
-    import hashlib
-
-    return {path.name: {"size": path.stat().st_size, "sha256": _hash_into(hashlib.sha256(), path).hexdigest()}
+    return {path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(Path(folder).iterdir()) if path.is_file() and path.name != "manifest.json"}
-
-
-_VERIFIED: dict[tuple, list[str]] = {}  # files already checked in this process, by (path, size, mtime)
 
 
 def damaged_files(folder: str | Path, recorded: dict[str, dict]) -> list[str]:
     """The files of ``folder`` that are missing or differ from ``recorded`` (:func:`file_checksums`); an empty
-    list when all match. A file is hashed once per process while its size and modification time stay the same."""
-    import hashlib
-
+    list when all match. A file is hashed once while its size, times and inode stay the same (:func:`file_sha256`):
+    any write to it, even one that keeps its size, makes it hashed again."""
     damaged = []
     for name, want in recorded.items():
         path = Path(folder) / name
-        if not path.is_file() or path.stat().st_size != want["size"]:
+        if not path.is_file() or path.stat().st_size != want["size"] or file_sha256(path) != want["sha256"]:
             damaged.append(name)
-            continue
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, want["sha256"])
-        if key not in _VERIFIED:
-            _VERIFIED[key] = [] if _hash_into(hashlib.sha256(), path).hexdigest() == want["sha256"] else [name]
-        damaged += _VERIFIED[key]
     return damaged
 
 

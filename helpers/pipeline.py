@@ -107,12 +107,13 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
     trains it with notebook 02's recipe in a fresh process (``scripts/dpo.py``)."""
     from .dpo import dpo_settings
     from .isolated import dpo_isolated
-    from .models import check_base_model, load_tokenizer
+    from .models import check_base_model
     from .training import adapter_dir
 
     check_base_model(profile)
-    tokenizer = tokenizer or load_tokenizer(profile)
-    settings = dpo_settings(profile)   # the DPO pairs checked before the SFT model is built (minutes on a GPU)
+    # the DPO pairs checked before the SFT model is built (minutes on a GPU); read only when they are new
+    # (dpo_settings looks their hash up by the data files' checksums), and the tokenizer loaded only to merge
+    settings = dpo_settings(profile, tokenizer)
     sft_dir = sft_merged(profile, tokenizer)
     adapter = adapter_dir(profile, "dpo")
     if not reusable(adapter, {"sft_model": fingerprint(sft_dir), **settings}, "DPO adapter"):   # = dpo_inputs
@@ -157,11 +158,10 @@ def grpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = No
     SFT model, else trains it with that recipe in a fresh process (``scripts/grpo.py``); with ``build=False`` it
     says what is missing and how long building it would take, and returns None instead."""
     from .isolated import grpo_isolated
-    from .models import check_base_model, load_tokenizer
+    from .models import check_base_model
     from .training import adapter_dir
 
     check_base_model(profile)
-    tokenizer = tokenizer or load_tokenizer(profile)
     sft_dir = sft_merged(profile, tokenizer)
     adapter = adapter_dir(profile, "grpo")
     if not reusable(adapter, grpo_inputs(profile, sft_dir), "GRPO adapter"):

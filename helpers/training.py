@@ -37,13 +37,14 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
 
 
-def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict],
+def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict] | None,
                     kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True,
-                    start: dict | None = None) -> dict:
+                    start: dict | None = None, data_sha256: str | None = None) -> dict:
     """Everything that decides an SFT run's result, read from the objects the run is built from: base model, LoRA
     config (``None``: full fine-tuning), trainer settings, data, and for ``"qlora"`` the 4-bit format of the base.
     Two runs with equal settings train the same adapter (seeded); an adapter's manifest records them
-    (:mod:`helpers.artifacts`)."""
+    (:mod:`helpers.artifacts`). ``data_sha256``: the rows' content hash when it is known without them
+    (:func:`run_settings`; then ``rows`` is ``None``)."""
     check_kind(kind)
     lora = {} if peft_config is None else {
         "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
@@ -53,7 +54,7 @@ def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: l
         "max_length", "gradient_checkpointing", "bf16", "fp16", "seed", "data_seed", "completion_only_loss")}
     settings = {"kind": kind, "model_id": model_id, **lora, **trainer,
                 "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-                "data_sha256": content_hash(rows)}
+                "data_sha256": data_sha256 or content_hash(rows)}
     if kind == "qlora":
         settings.update(quant_type=quant_type, double_quant=double_quant)
     if start:  # where training started, when not from the profile's base and a new adapter (e.g. LoftQ)
@@ -71,15 +72,38 @@ def start_settings(base: str | Path | None = None, init_adapter: str | Path | No
 
 
 @takes_profile
+def rows_source(profile: Profile) -> dict:
+    """What the profile's SFT rows (:func:`helpers.data.sft_rows`) are made from, read without reading a row: the
+    checksums of the skills split and of the code that reads it, the row count, and for a Hub chat mix its local
+    copy's checksums (or, read from the Hub itself, its id, split, row count and shuffle: no revision is pinned)."""
+    from . import data, hub_data
+    from .artifacts import ROW_CODE, files_source
+
+    found = {"data": files_source(Path(data.DATA_DIR) / "skills_sft_train.jsonl"), "split": "sft_train",
+             "rows": profile.n_train, "code": files_source(*ROW_CODE)}
+    if profile.sft_dataset != "skills":
+        where = hub_data.source(profile.sft_dataset, profile.hub_data)
+        found["mix"] = {"data": files_source(where) if where != profile.sft_dataset else {"hub": where},
+                        "dataset": profile.sft_dataset, "split": hub_data.spec(profile.sft_dataset).train,
+                        "rows": profile.sft_mix_rows, "shuffle": [0, hub_data.SHUFFLE_BUFFER]}
+    return found
+
+
+@takes_profile
 def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | None = None,
                  quant_type: str = "nf4", double_quant: bool = True, start: dict | None = None) -> dict:
-    """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's)."""
+    """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's).
+    Its rows are recorded by their content hash, looked up by where they come from (:func:`rows_source`,
+    :func:`helpers.artifacts.rows_hash`): read only the first time, so a reuse check reads no data."""
     from types import SimpleNamespace
+
+    from .artifacts import rows_hash
 
     kwargs = sft_config_kwargs(profile, "unused", **({"learning_rate": learning_rate} if learning_rate else {}))
     args = SimpleNamespace(completion_only_loss=None, **kwargs)  # SFTConfig's values, without building one
-    return recipe_settings(profile.model_id, lora_config(profile), args, sft_rows(profile), kind, quant_type, double_quant,
-                           start)
+    data_sha256 = rows_hash("SFT rows", rows_source(profile), lambda: sft_rows(profile))
+    return recipe_settings(profile.model_id, lora_config(profile), args, None, kind, quant_type, double_quant, start,
+                           data_sha256=data_sha256)
 
 
 @takes_profile
