@@ -301,10 +301,11 @@ def skill_differences(a_rows: Sequence[dict], b_rows: Sequence[dict]) -> dict[st
 
 @takes_profile
 def train_grpo(profile: Profile, model, tokenizer, rows: list[dict] | None = None, reward_funcs: Sequence | None = None,
-               peft_config=None, **overrides):
+               peft_config=None, callbacks: list | None = None, **overrides):
     """Notebook 08's recipe in one call, on ``model`` (a new LoRA adapter from the profile unless ``peft_config``
     is given): returns the trainer after training, with ``trainer.reward_logs`` (one :class:`RewardLog` per reward
-    function) and ``trainer.phases`` (:class:`PhaseTimer`). ``overrides`` go to ``GRPOConfig`` (e.g. ``beta=0.04``)."""
+    function) and ``trainer.phases`` (:class:`PhaseTimer`). ``overrides`` go to ``GRPOConfig`` (e.g. ``beta=0.04``);
+    ``callbacks`` to the trainer (``make bench`` times each step with one)."""
     from trl import GRPOConfig, GRPOTrainer
 
     from .data import as_dataset
@@ -315,7 +316,8 @@ def train_grpo(profile: Profile, model, tokenizer, rows: list[dict] | None = Non
         if rows is None else rows
     logs = [RewardLog(f, config.num_generations) for f in (reward_funcs or [correctness_reward])]
     trainer = GRPOTrainer(model=model, reward_funcs=logs, args=config, train_dataset=as_dataset(rows),
-                          processing_class=tokenizer, peft_config=peft_config or lora_config(profile))
+                          processing_class=tokenizer, peft_config=peft_config or lora_config(profile),
+                          callbacks=callbacks)
     trainer.reward_logs, trainer.phases = logs, PhaseTimer(trainer, logs)
     return run_trainer(trainer)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PATHS = ("sft_step", "dpo_step", "generation", "pair_scoring", "perplexity", "nf4_forward", "int8_forward",
+PATHS = ("sft_step", "dpo_step", "grpo_step", "generation", "pair_scoring", "perplexity", "nf4_forward", "int8_forward",
          "gptq", "awq")
 SLOW = ("gptq", "awq")
 
@@ -141,6 +141,19 @@ def bench(paths: list[str], profile_name: str) -> dict:
                       logging_steps=steps)
         report(row("dpo_step", sorted(timer.times[1:])[len(timer.times[1:]) // 2], timer.flops, precision=precision,
                    limits=limits, note=f"median of steps 2-{steps - 1}, {profile.dpo_batch_size} pairs"))
+    if "grpo_step" in paths:
+        from helpers import grpo
+
+        timer = StepTimer(steps)
+        start_from = models.model_path(profile)   # the base model: the bench trains nothing it would need first
+        run = grpo.train_grpo(profile, models.load_model(profile), tokenizer, max_steps=steps, callbacks=[timer.callback])
+        phases = run.phases.summary()
+        generation_share = phases["generation"] / phases["step"] if phases.get("step") else float("nan")
+        report(row("grpo_step", sorted(timer.times[1:])[len(timer.times[1:]) // 2], timer.flops, precision=precision,
+                   limits=limits, note=f"median of steps 2-{steps - 1}, {profile.grpo_prompts_per_step} prompts x "
+                                       f"{profile.grpo_num_generations} answers of up to {profile.grpo_max_completion_length} "
+                                       f"tokens, from the base model ({Path(start_from).name}); sampling "
+                                       f"{100 * generation_share:.0f}% of a step (mean of {steps})"))
     model = models.load_model(profile)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if "generation" in paths:
