@@ -31,6 +31,28 @@ def content_hash(value, length: int = 16) -> str:
 ROW_CODE = ("helpers/data.py", "helpers/hub_data.py")   # the code that reads, checks and normalises training rows
 
 
+def config_settings(config, config_class, fields: Sequence[str]) -> dict:
+    """The ``fields`` of a trainer config as a manifest records them: read from ``config`` (a config object or a
+    namespace of its keyword arguments; a field left out counts as ``config_class``'s default), enums by their
+    values, tuples as lists. What DPO's and GRPO's manifests hold of their ``DPOConfig``/``GRPOConfig``."""
+    import dataclasses
+
+    def plain(value):
+        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(config_class) if f.name in fields
+                and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
+    return {k: plain(getattr(config, k, defaults.get(k))) for k in fields}
+
+
+def lora_settings(peft_config) -> dict:
+    """What a manifest records of a LoRA config: rank, alpha, dropout and the target modules."""
+    return {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
+            "lora_targets": sorted(peft_config.target_modules)}
+
+
 def files_source(*paths: str | Path) -> dict[str, str]:
     """The SHA-256 of each file (of every file under a folder), by path: what identifies the data files a run's rows
     come from without reading their rows (each file is hashed once while it stays the same: :func:`file_sha256`).

@@ -395,21 +395,10 @@ def recipe_settings(config, peft_config: LoraConfig, pairs: Sequence[dict] | Non
     check). Notebook 02 records this in its adapter's manifest, so an edited ``DPOConfig`` cell or your own pairs
     give an adapter that notebooks 03-07 do not take for the profile's (:func:`dpo_settings`). ``pairs_sha256``:
     the pairs' content hash when it is known without them (:func:`dpo_settings`; then ``pairs`` is ``None``)."""
-    from .artifacts import content_hash
+    from .artifacts import config_settings, content_hash, lora_settings
 
-    def plain(value):
-        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
-        return list(value) if isinstance(value, (list, tuple)) else value
-
-    import dataclasses
-
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(DPOConfig) if f.name in RECIPE_FIELDS
-                and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
-    trainer = {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS}   # arguments left out: TRL's default
-    lora = {"lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-            "lora_targets": sorted(peft_config.target_modules)}
-    return {"dpo_config": trainer, **lora, "pairs_sha256": pairs_sha256 or content_hash(list(pairs))}
+    return {"dpo_config": config_settings(config, DPOConfig, RECIPE_FIELDS), **lora_settings(peft_config),
+            "pairs_sha256": pairs_sha256 or content_hash(list(pairs))}
 
 
 @takes_profile

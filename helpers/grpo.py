@@ -158,23 +158,12 @@ def recipe_settings(config, peft_config, rows: Sequence[dict] | None, reward: st
     from: the ``GRPOConfig`` (or its keyword arguments; a field left out counts as TRL's default), the LoRA config,
     the reward and the training prompts. Notebook 08 and ``scripts/grpo.py`` record this in the adapter's manifest,
     so an edited ``GRPOConfig`` cell gives an adapter that notebook 07 does not take for the profile's."""
-    import dataclasses
-
     from trl import GRPOConfig
 
-    from .artifacts import content_hash
+    from .artifacts import config_settings, content_hash, lora_settings
 
-    def plain(value):
-        value = getattr(value, "value", value)   # enums (lr_scheduler_type) as their names
-        return list(value) if isinstance(value, (list, tuple)) else value
-
-    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                for f in dataclasses.fields(GRPOConfig) if f.name in RECIPE_FIELDS
-                and (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)}
-    return {"grpo_config": {k: plain(getattr(config, k, defaults.get(k))) for k in RECIPE_FIELDS},
-            "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-            "lora_targets": sorted(peft_config.target_modules), "reward": reward,
-            "prompts_sha256": prompts_sha256 or content_hash(list(rows))}
+    return {"grpo_config": config_settings(config, GRPOConfig, RECIPE_FIELDS), **lora_settings(peft_config),
+            "reward": reward, "prompts_sha256": prompts_sha256 or content_hash(list(rows))}
 
 
 @takes_profile
