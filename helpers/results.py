@@ -308,7 +308,16 @@ def run_times_markdown(folder: Path) -> str:
     for r in runs:
         dates = sorted({c.get("date", "?") for c in times[r].values()})
         cpus = sorted({c.get("cpu", "?") for c in times[r].values()})
-        lines.append(f"- `{r}`: {', '.join(dates)}; {'; '.join(cpus)}")
+        rates = {}   # the matrix-product rate measured just before each notebook: the yardstick to scale by
+        for c in times[r].values():
+            for kind, value in (c.get("matmul_gflops") or {}).items():
+                rates.setdefault(kind, []).append(value)
+        measured = "; matrix products measured before each notebook: " + ", ".join(
+            f"{kind} {min(v):,.0f}-{max(v):,.0f} GFLOP/s" for kind, v in sorted(rates.items())) if rates else \
+            "; matrix-product rate not recorded for this run"
+        lines.append(f"- `{r}`: {', '.join(dates)}; {'; '.join(cpus)}{measured}")
+    lines += ["", "To scale a time to your machine, divide by the ratio of your rate to the one measured here "
+              "(`make bench` measures it); the matrix products are not the only work, so this is a first guess."]
     return "\n".join(lines) + "\n"
 
 
