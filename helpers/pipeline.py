@@ -87,16 +87,24 @@ def dpo_run_inputs(config, peft_config, pairs, sft_dir: Path) -> dict:
     return {"sft_model": fingerprint(sft_dir), **recipe_settings(config, peft_config, pairs)}
 
 
+def _reuse_line(wanted: dict, adapter: Path, config_key: str, trained_in: str, later: tuple[str, str, str]) -> str:
+    """Whether the later notebooks will take the adapter saved at ``adapter`` for ``trained_in``'s (its manifest
+    equals ``wanted``, the profile's recipe), and if not, which settings differ (``config_key``'s field by field).
+    ``later``: who reuses it, what they do instead, and the pipeline function that does it."""
+    who, instead, function = later
+    changed = changed_inputs(as_recorded(wanted), (read_manifest(adapter) or {}).get("inputs"), expand=(config_key,))
+    if not changed:
+        return f"{who} will reuse this adapter: it was trained with {trained_in}'s recipe for this profile."
+    return (f"Not the profile's recipe ({', '.join(changed)} differ): {who.lower()} will not take this adapter for "
+            f"{trained_in}'s; {instead} one with the profile's recipe (helpers.pipeline.{function}).")
+
+
 @takes_profile
 def dpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Whether notebooks 03-07 will reuse the DPO adapter saved at ``adapter`` (its manifest equals what notebook
     02's recipe on this profile records), and if not, which settings differ."""
-    changed = changed_inputs(as_recorded(dpo_inputs(profile, sft_dir, tokenizer)),
-                             (read_manifest(adapter) or {}).get("inputs"), expand=("dpo_config",))
-    if not changed:
-        return "Notebooks 03-07 will reuse this adapter: it was trained with notebook 02's recipe for this profile."
-    return (f"Not the profile's recipe ({', '.join(changed)} differ): notebooks 03-07 will not take this adapter for "
-            "notebook 02's; they train one with the profile's recipe (helpers.pipeline.dpo_merged).")
+    return _reuse_line(dpo_inputs(profile, sft_dir, tokenizer), adapter, "dpo_config", "notebook 02",
+                       ("Notebooks 03-07", "they train", "dpo_merged"))
 
 
 @takes_profile
@@ -142,12 +150,8 @@ def grpo_run_inputs(config, peft_config, rows, sft_dir: Path) -> dict:
 @takes_profile
 def grpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path) -> str:
     """Whether notebook 07 will reuse the GRPO adapter saved at ``adapter``, and if not, which settings differ."""
-    changed = changed_inputs(as_recorded(grpo_inputs(profile, sft_dir)), (read_manifest(adapter) or {}).get("inputs"),
-                             expand=("grpo_config",))
-    if not changed:
-        return "Notebook 07 will reuse this adapter: it was trained with notebook 08's recipe for this profile."
-    return (f"Not the profile's recipe ({', '.join(changed)} differ): notebook 07 will not take this adapter for "
-            "notebook 08's; it trains one with the profile's recipe (helpers.pipeline.grpo_merged).")
+    return _reuse_line(grpo_inputs(profile, sft_dir), adapter, "grpo_config", "notebook 08",
+                       ("Notebook 07", "it trains", "grpo_merged"))
 
 
 @takes_profile

@@ -83,6 +83,11 @@ class StepTimer:
 
         self.callback, self.times, self.flops, self.counter, self.start = _Callback(), [], 0, None, 0.0
 
+    def median(self) -> float:
+        """The median time of the timed steps (the first, warm-up step left out)."""
+        timed = sorted(self.times[1:])
+        return timed[len(timed) // 2]
+
 
 def row(path: str, seconds: float, flops: float | None = None, bytes_moved: float | None = None, precision: str = "fp32",
         limits: dict | None = None, note: str = "") -> dict:
@@ -132,14 +137,14 @@ def bench(paths: list[str], profile_name: str) -> dict:
         rows = data.sft_rows(profile)
         training.train_sft_lora(profile, models.load_model(profile), tokenizer, rows, max_steps=steps,
                                 callbacks=[timer.callback], logging_steps=steps)
-        report(row("sft_step", sorted(timer.times[1:])[len(timer.times[1:]) // 2], timer.flops, precision=precision,
+        report(row("sft_step", timer.median(), timer.flops, precision=precision,
                    limits=limits, note=f"median of steps 2-{steps - 1}, batch {profile.train_batch_size}"))
     if "dpo_step" in paths:
         timer = StepTimer(steps)
         pairs = dpo.preference_rows(profile, "dpo_train")
         dpo.train_dpo(profile, models.load_model(profile), tokenizer, pairs, max_steps=steps, callbacks=[timer.callback],
                       logging_steps=steps)
-        report(row("dpo_step", sorted(timer.times[1:])[len(timer.times[1:]) // 2], timer.flops, precision=precision,
+        report(row("dpo_step", timer.median(), timer.flops, precision=precision,
                    limits=limits, note=f"median of steps 2-{steps - 1}, {profile.dpo_batch_size} pairs"))
     if "grpo_step" in paths:
         from helpers import grpo
@@ -149,7 +154,7 @@ def bench(paths: list[str], profile_name: str) -> dict:
         run = grpo.train_grpo(profile, models.load_model(profile), tokenizer, max_steps=steps, callbacks=[timer.callback])
         phases = run.phases.summary()
         generation_share = phases["generation"] / phases["step"] if phases.get("step") else float("nan")
-        report(row("grpo_step", sorted(timer.times[1:])[len(timer.times[1:]) // 2], timer.flops, precision=precision,
+        report(row("grpo_step", timer.median(), timer.flops, precision=precision,
                    limits=limits, note=f"median of steps 2-{steps - 1}, {profile.grpo_prompts_per_step} prompts x "
                                        f"{profile.grpo_num_generations} answers of up to {profile.grpo_max_completion_length} "
                                        f"tokens, from the base model ({Path(start_from).name}); sampling "

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 
 from helpers import setup
 from helpers.errors import DataError, OutputPathError
-from helpers.paths import as_sentence, check_replaceable, outputs_dir
+from helpers.paths import check_replaceable, outputs_dir
 from helpers.profiles import ProfileError
 
-from sft import checked_profile, model_folder_problem, positive  # noqa: E402  (scripts/sft.py, next to this file)
+from sft import check_sft_model, checked_profile, positive  # noqa: E402  (scripts/sft.py, next to this file)
 
 # torch, TRL and the models are imported in main(), after every argument, path and the --data file are checked
 
@@ -66,9 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.data and args.preference_dataset:
             raise ValueError(f"give --data (your file) or --preference-dataset ({args.preference_dataset}), not both.")
         args.profile_obj = checked_profile(args)
-        if args.model and (problem := model_folder_problem(args.model)):
-            raise ValueError(f"--model: {as_sentence(problem)} Give the SFT "
-                             "model folder (config.json and weights), or leave --model out to use notebook 01's.")
+        check_sft_model(args.model)
         if args.output_dir:
             check_replaceable(args.output_dir, "--output-dir")
         args.pairs = own_pairs(args.data, args.columns) if args.data else None   # your file: read and checked now

@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the course's 
 
 from helpers import Profile, setup
 from helpers.errors import OutputPathError
-from helpers.paths import as_sentence, check_replaceable, outputs_dir
+from helpers.paths import check_replaceable, outputs_dir
 from helpers.profiles import ProfileError
 
-from sft import checked_profile, model_folder_problem, positive  # noqa: E402  (scripts/sft.py, next to this file)
+from sft import check_sft_model, checked_profile, positive  # noqa: E402  (scripts/sft.py, next to this file)
 
 # torch, TRL and the models are imported in main(), after every argument and path is checked
 
@@ -70,9 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      "grpo_num_generations": args.num_generations}
         # the profile checks the values (num_generations 2 or more: GRPO compares answers within a group)
         args.profile_obj = dataclasses.replace(profile, **{k: v for k, v in overrides.items() if v is not None})
-        if args.model and (problem := model_folder_problem(args.model)):
-            raise ValueError(f"--model: {as_sentence(problem)} Give the SFT "
-                             "model folder (config.json and weights), or leave --model out to use notebook 01's.")
+        check_sft_model(args.model)
         if args.output_dir:
             check_replaceable(args.output_dir, "--output-dir")
     except (ValueError, OutputPathError, ProfileError) as exc:

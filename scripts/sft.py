@@ -92,6 +92,14 @@ def model_folder_problem(path: str) -> str | None:
     return local_folder_problem(path)
 
 
+def check_sft_model(path: str | None) -> None:
+    """``--model`` of scripts/dpo.py and grpo.py: ValueError saying what to do when ``path`` (given) is not a model
+    folder; nothing when it is, or when it is left out (notebook 01's model is used)."""
+    if path and (problem := model_folder_problem(path)):
+        raise ValueError(f"--model: {as_sentence(problem)} Give the SFT "
+                         "model folder (config.json and weights), or leave --model out to use notebook 01's.")
+
+
 def checked_profile(args: argparse.Namespace) -> Profile:
     """The profile of ``--profile-json`` (a file Profile.to_json wrote) or ``--profile``, or ValueError saying what
     to do: the same check for every script."""
