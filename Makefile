@@ -1,5 +1,6 @@
 # make run   set up .venv (once) and execute every notebook on the detected profile
 # make test  set up .venv (once) and run the unit tests + every notebook on the `tiny` profile
+#            (scripts/run_tests.py: the two halves side by side, in two pytest processes)
 # make gpu-check    every notebook on a CUDA GPU with the tiny model, T4 and A100 settings (results/gpu_check.json);
 #                   uses GPU_PYTHON (default python3), which needs a CUDA build of torch and the requirements
 # make bench       the hot paths (SFT/DPO steps, generation, scoring, perplexity, NF4/int8, GPTQ/AWQ) as shares of
@@ -33,7 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) COURSE_PROFILE=tiny \
-		$(BIN)/python -m pytest tests notebooks --nbmake --nbmake-timeout=900 -p no:cacheprovider
+		$(BIN)/python scripts/run_tests.py
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(OFFLINE) $(BIN)/python scripts/bench.py $(ARGS)

@@ -263,6 +263,11 @@ class FullLogitsLogProb:
 def full_logits_head_on_cpu():
     """Within this block TRL's trainers score CPU tensors with :class:`FullLogitsLogProb` (faster on CPU:
     ``notes/under_the_hood.md``); GPU tensors keep TRL's kernel.
+    Also within this block, CPU tensors are scored only where a label counts (the completion tokens), as TRL
+    does on a GPU: TRL 1.16 decides this with ``_use_triton(device)`` in its fused forward
+    (``trl/trainer/utils.py``), so on CPU it scores every position, prompt and padding included, and masks the
+    result afterwards. Same loss and gradients (``tests/test_training.py``); on our GRPO step the scoring and
+    backward took about half the time.
     Restored on exit.
 
     If the installed TRL has no ``trl.trainer.utils._ChunkedLogProbFunction`` (it moved or was renamed), this
@@ -276,11 +281,23 @@ def full_logits_head_on_cpu():
                       "LM head, which is slower on CPU (same results).", stacklevel=3)
         yield
         return
+    use_triton = getattr(trl_utils, "_use_triton", None)
     trl_utils._ChunkedLogProbFunction = FullLogitsLogProb(chunked)
+    if use_triton is not None:
+        trl_utils._use_triton = _compact_on_cpu(use_triton)
     try:
         yield
     finally:
         trl_utils._ChunkedLogProbFunction = chunked
+        if use_triton is not None:
+            trl_utils._use_triton = use_triton
+
+
+def _compact_on_cpu(use_triton):
+    """TRL's ``_use_triton`` test, answering "yes, score only the labelled positions" for CPU tensors too."""
+    def compact(device) -> bool:
+        return torch.device(device).type == "cpu" or use_triton(device)
+    return compact
 
 
 def run_record(trainer) -> dict:

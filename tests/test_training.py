@@ -121,11 +121,50 @@ def test_full_logits_head_is_used_only_inside_the_block(monkeypatch):
     original = trl_utils._ChunkedLogProbFunction
     with training.full_logits_head_on_cpu():
         assert isinstance(trl_utils._ChunkedLogProbFunction, training.FullLogitsLogProb)
+        assert trl_utils._use_triton(torch.device("cpu"))
     assert trl_utils._ChunkedLogProbFunction is original
+    assert not trl_utils._use_triton(torch.device("cpu"))
     monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
     with pytest.warns(UserWarning, match="slower on CPU"):
         with training.full_logits_head_on_cpu():
             pass
+
+
+def test_inside_the_block_only_labelled_positions_are_scored_with_trls_loss_and_gradients(monkeypatch):
+    """TRL's fused forward on CPU as TRL ships it (every position scored, then masked) against the same forward inside
+    :func:`training.full_logits_head_on_cpu` (only positions with a label): same loss, log-probabilities and gradients,
+    and the head sees only the labelled rows."""
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = load_model(get_profile("tiny")).float()
+    add_fused_lm_head(model)
+    torch.manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (3, 12))
+    attention = torch.ones_like(ids)
+    attention[1, 8:] = 0  # padding
+    labels = ids.clone()
+    labels[:, :5] = -100  # a prompt
+    labels[attention == 0] = -100
+
+    def run():
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=attention, labels=labels, fused_lm_head=True)
+        out.loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return out.loss.detach(), out.log_probs.detach(), grads
+
+    loss_trl, logp_trl, grads_trl = run()
+    rows = []
+    apply = training.FullLogitsLogProb.apply
+    monkeypatch.setattr(training.FullLogitsLogProb, "apply", lambda self, *a: rows.append(a[0].shape[0]) or apply(self, *a))
+    with training.full_logits_head_on_cpu():
+        loss, logp, grads = run()
+    assert rows == [int((labels[:, 1:] != -100).sum())] and rows[0] < labels[:, 1:].numel()
+    torch.testing.assert_close(loss, loss_trl, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logp, logp_trl, rtol=1e-5, atol=1e-5)
+    assert len(grads) == len(grads_trl)
+    for g, w in zip(grads, grads_trl):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
 
 
 def test_training_on_cpu_scores_through_the_full_logits_head(monkeypatch):

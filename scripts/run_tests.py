@@ -1,0 +1,64 @@
+"""`make test`: the unit tests and the notebooks (on the `tiny` profile) side by side, in two pytest processes.
+
+    python scripts/run_tests.py              # what `make test` runs
+    python scripts/run_tests.py -x -q        # extra arguments go to both pytest runs
+
+On 2 cores most of a test run waits on one core: Python imports, child processes starting, tokenizers. The two halves
+(`tests/` and `notebooks/`, about half the time each) therefore run at once: the tests print here as they go, the
+notebooks' report (each notebook runs in order, handing its artifacts to the next, as in a student's session) is
+printed when both are done. The exit status is the worse of the two. The model caches are built first, once, so
+the two processes never build the same cache at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+NOTEBOOKS = [*PYTEST, "notebooks", "--nbmake", "--nbmake-timeout=900"]
+TESTS = [*PYTEST, "tests"]
+
+
+def build_model_caches() -> None:
+    """The `tiny` model and SmolLM2-135M folders in the course's model cache (a no-op when they are there)."""
+    sys.path.insert(0, str(ROOT))
+    from helpers.models import packaged_model_dir, tiny_model_dir
+
+    tiny_model_dir()
+    packaged_model_dir()
+
+
+def main(argv: list[str]) -> int:
+    start = time.perf_counter()
+    env = dict(os.environ)   # as given: building the caches below imports the course, which sets variables of its own
+    build_model_caches()
+    with tempfile.NamedTemporaryFile("w+", prefix="notebooks-", suffix=".log", delete=False) as log:
+        print(f"notebooks: running beside the tests (log: {log.name}); their report follows the tests'.", flush=True)
+        notebooks = subprocess.Popen([*NOTEBOOKS, *argv], cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        try:
+            tests_rc = subprocess.call([*TESTS, *argv], cwd=ROOT, env=env)
+            if notebooks.poll() is None:
+                print("tests done; waiting for the notebooks ...", flush=True)
+            notebooks_rc = notebooks.wait()
+        except KeyboardInterrupt:
+            notebooks.terminate()
+            raise
+    print(f"\n========== notebooks (pytest --nbmake, exit status {notebooks_rc}) ==========", flush=True)
+    sys.stdout.write(Path(log.name).read_text(errors="replace"))
+    os.unlink(log.name)
+    minutes = (time.perf_counter() - start) / 60
+    verdict = "passed" if tests_rc == notebooks_rc == 0 else "FAILED"
+    print(f"\nmake test {verdict}: tests exit status {tests_rc}, notebooks exit status {notebooks_rc}, "
+          f"{minutes:.1f} min in all", flush=True)
+    return tests_rc or notebooks_rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
