@@ -4,7 +4,7 @@
 # make gpu-check    every notebook on a CUDA GPU with the tiny model, T4 and A100 settings (results/gpu_check.json);
 #                   uses GPU_PYTHON (default python3), which needs a CUDA build of torch and the requirements
 # make bench       the hot paths (SFT/DPO steps, generation, scoring, perplexity, NF4/int8, GPTQ/AWQ) as shares of
-#                   this machine's measured matmul rate and bandwidth (results/bench.json; ARGS="--quick" skips GPTQ/AWQ)
+#                   this machine's measured matmul rate and bandwidth (results/bench_cpu-<precision>.json; ARGS="--quick" skips GPTQ/AWQ)
 # make colab-check  what would the notebooks' Colab install change? never torch; numpy only for 03/04/07 (pip's resolver, needs PyPI)
 PYTHON ?= python3
 VENV   := .venv

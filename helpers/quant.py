@@ -544,9 +544,11 @@ def dequantized_weight_cache(model: nn.Module):
     of each weight while the block runs, so quality measurements use it and speed measurements must not.
     GPTQModel switches the cache with the ``GPTQ_TORCH_CACHE_WEIGHTS`` environment variable when a layer is
     built; this sets the same per-layer flag (``tests/test_quant.py`` fails if that attribute moves).
-    Other models pass through unchanged.
+    Other models pass through unchanged, and so do layers on a GPU: there the dense copies would count in the
+    variant's peak memory (``measure.measure_variant`` reads it after this block), and the cache is a CPU speed-up.
     """
-    layers = [m for m in model.modules() if hasattr(m, "_cache_enabled") and hasattr(m, "clear_weight_cache")]
+    layers = [m for m in model.modules() if hasattr(m, "_cache_enabled") and hasattr(m, "clear_weight_cache")
+              and _packed_on_cpu(m)]
     before = [m._cache_enabled for m in layers]
     for m in layers:
         m._cache_enabled = True
@@ -556,6 +558,12 @@ def dequantized_weight_cache(model: nn.Module):
         for m, flag in zip(layers, before):
             m._cache_enabled = flag
             m.clear_weight_cache()
+
+
+def _packed_on_cpu(layer: nn.Module) -> bool:
+    """Whether a quantized layer's packed weights (``qweight``) are in CPU memory."""
+    packed = getattr(layer, "qweight", None)
+    return isinstance(packed, torch.Tensor) and packed.device.type == "cpu"
 
 
 def model_folder_problem(model_dir: str | Path) -> str | None:

@@ -6,7 +6,8 @@ First the limits, measured in this process: the matrix-product rate in fp32 and 
 profile (default ``cpu``: SmolLM2-135M) with the work it does, counted by torch's FLOP counter on one extra,
 untimed repetition (or, for decoding, the bytes of weights read per step), and its **share of the limit**: achieved
 GFLOP/s over the measured matmul rate in the precision the path runs in, or achieved GB/s over the measured
-bandwidth for token-by-token decoding. Writes results/bench.json.
+bandwidth for token-by-token decoding. Writes results/bench_<profile>-<precision>.json: one file per CPU kind
+(`cpu-bf16` where the CPU computes bf16 natively, `cpu-fp32` where it does not), both shown in the README.
 
     python scripts/bench.py                  # every path (quantization included: a few minutes)
     python scripts/bench.py --quick          # without GPTQ/AWQ
@@ -222,6 +223,7 @@ def bench(paths: list[str], profile_name: str) -> dict:
                          "helpers.cost's estimate is an upper bound, so no rate or share is claimed")
             report(dict(r, estimated_gflop_upper_bound=round(work / 1e9, 1)))
     return {"profile": profile.name, "precision": precision, "limits": limits, "paths": results,
+            "training_head": "labelled positions only (helpers.training._compact_on_cpu)",
             "written": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
 
 
@@ -230,7 +232,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("paths", nargs="*", help=f"some of {', '.join(PATHS)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="leave out GPTQ and AWQ (minutes)")
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--out", default=str(ROOT / "results" / "bench.json"))
+    parser.add_argument("--out", help="default: results/bench_<profile>-<precision>.json")
     args = parser.parse_args(argv)
     unknown = [p for p in args.paths if p not in PATHS]
     if unknown:
@@ -240,8 +242,9 @@ def main(argv: list[str]) -> int:
 
     report = bench(paths, args.profile)
     report["cpu"] = cpu_kind()
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"-> {args.out}")
+    out = Path(args.out or ROOT / "results" / f"bench_{report['profile']}-{report['precision']}.json")
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"-> {out}")
     return 0
 
 

@@ -1,5 +1,5 @@
 """Write the cost model's estimates (helpers.cost) into the README and into each notebook's budget cell, and the
-README's table of `make bench` (results/bench.json).
+README's tables of `make bench` (results/bench_cpu-*.json).
 
 The README's "Cost model" table (between its estimates markers) and each notebook's "**On a GPU**" line are
 rendered from helpers.cost and results/cost_check.json, and each notebook's "**On a CPU with 2 cores**" line from the
@@ -65,16 +65,26 @@ def readme_block(cost_check: dict | None = None) -> str:
 
 
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+BENCH_FILES = ("bench_cpu-bf16.json", "bench_cpu-fp32.json")   # one per CPU kind: native bf16, and without it
+
+
+def bench_section(results: Path = ROOT / "results") -> str:
+    """The README's bench block: a table per CPU kind that has a results/bench_cpu-*.json."""
+    reports = [json.loads((results / name).read_text()) for name in BENCH_FILES if (results / name).is_file()]
+    return "\n".join(bench_block(r) for r in reports) if reports else bench_block(None)
 
 
 def bench_block(bench: dict | None) -> str:
-    """The README's table of results/bench.json (make bench): each hot path's time, work and share of the limit."""
+    """The README's table of one results/bench_cpu-*.json (make bench): each hot path's time, work and share of the
+    limit."""
     if not bench:
-        return "No `results/bench.json` yet: run `make bench`.\n"
+        return "No `results/bench_cpu-*.json` yet: run `make bench`.\n"
     lim = bench["limits"]
     lines = [f"`make bench` on `{bench['profile']}` ({bench.get('cpu', '?')}, precision {bench['precision']}, "
              f"{bench['written'][:10]}): limits measured in the same process, matmul {lim['matmul_gflops']['fp32']:.0f} "
-             f"GFLOP/s fp32 and {lim['matmul_gflops']['bf16']:.0f} GFLOP/s bf16, copy bandwidth {lim['bandwidth_gbs']:.1f} GB/s.",
+             f"GFLOP/s fp32 and {lim['matmul_gflops']['bf16']:.0f} GFLOP/s bf16, copy bandwidth {lim['bandwidth_gbs']:.1f} GB/s."
+             + ("" if "training_head" in bench else " This run predates `helpers.training._compact_on_cpu`: its training "
+                "steps scored every position through the LM head, prompt and padding included (more work, more time)."),
              "", "| path | seconds | work | achieved | share of the limit |", "|---|---|---|---|---|"]
     for r in bench["paths"]:
         if "gflop" not in r:   # work not counted (a child process): the estimate is shown as such
@@ -154,11 +164,9 @@ def main() -> int:
     if START not in text:
         raise SystemExit(f"README.md has no {START} ... {END} block.")
     new = re.sub(f"{re.escape(START)}.*?{re.escape(END)}", lambda _: f"{START}\n{readme_block(check)}{END}", text, flags=re.S)
-    bench_path = ROOT / "results" / "bench.json"
-    bench = json.loads(bench_path.read_text()) if bench_path.is_file() else None
     if BENCH_START in new:
         new = re.sub(f"{re.escape(BENCH_START)}.*?{re.escape(BENCH_END)}",
-                     lambda _: f"{BENCH_START}\n{bench_block(bench)}{BENCH_END}", new, flags=re.S)
+                     lambda _: f"{BENCH_START}\n{bench_section()}{BENCH_END}", new, flags=re.S)
     if new != text:
         readme.write_text(new)
         print("README: estimates updated")

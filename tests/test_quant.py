@@ -211,6 +211,24 @@ def test_dequantized_weight_cache_same_outputs_and_restored(tmp_path):
     assert torch.equal(plain, first) and torch.equal(plain, second)
 
 
+def test_dequantized_weight_cache_leaves_layers_off_the_cpu_alone():
+    """On a GPU the cache would add a dense copy of every quantized weight to the variant's peak memory: only layers
+    whose packed weights are in CPU memory are switched (a `meta` tensor stands in for a GPU's here)."""
+    class Layer(torch.nn.Module):
+        def __init__(self, device):
+            super().__init__()
+            self.register_buffer("qweight", torch.zeros(4, 4, dtype=torch.int32, device=device))
+            self._cache_enabled, self.cleared = False, 0
+
+        def clear_weight_cache(self):
+            self.cleared += 1
+
+    model = torch.nn.Sequential(Layer("cpu"), Layer("meta"))
+    with quant.dequantized_weight_cache(model):
+        assert model[0]._cache_enabled and not model[1]._cache_enabled
+    assert not model[0]._cache_enabled and (model[0].cleared, model[1].cleared) == (1, 0)
+
+
 def test_layer_inputs_are_what_the_layer_sees_in_a_full_forward_pass():
     profile = get_profile("tiny")
     tok = models.load_tokenizer(profile)
