@@ -1,0 +1,63 @@
+"""The package's two layers and the one direction between them (README, *Layout*; ``tests/test_layers.py``).
+
+- **Lesson layer** (:data:`LESSON`): what a notebook imports to learn: loading models and data, evaluation,
+  comparison and plots, the trainers' recipes, the miniatures' tested copies, the measuring harness.
+- **Build layer** (:data:`BUILD`): what makes the course run on a student's hardware and hand artifacts from one
+  notebook to the next: profiles and hardware, the Colab install, the model cache, manifests and reuse, child
+  processes, the results format, the Hub fixtures, the claims check, the solutions runner.
+
+A build module may import any module. A lesson module, and a notebook cell, takes from the build layer only the
+names in :data:`BUILD_API` (the profile, where files go, the results file, the pipeline's hand-overs, the folder
+checks behind clear error messages). What still crosses the line is listed in :data:`CROSSINGS`, each with where it
+goes; the test fails on a new crossing, and on a listed one that is gone, so the list only shrinks.
+"""
+
+from __future__ import annotations
+
+LESSON = ("bnb", "comparison", "data", "dpo", "evaluation", "grpo", "hub_data", "measure", "models", "plots", "qlora",
+          "quant", "serving", "skills", "stats", "text", "training")
+BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "hardware", "hub_fixtures",
+         "isolated", "layers", "paths", "pipeline", "processes", "profiles", "results")
+
+BUILD_API = {
+    "__init__": ("Profile", "get_profile", "setup"),
+    "profiles": ("PROFILES", "Profile", "get_profile", "takes_profile"),
+    "errors": ("DataError", "OutputPathError", "RowError"),
+    "paths": ("DATA_DIR", "REPO_ROOT", "artifacts_root", "figures_dir", "outputs_dir", "results_dir",
+              # the folder checks behind the lessons' error messages
+              "as_sentence", "check_replaceable", "local_folder_problem", "read_config_json", "saved_model_problem"),
+    "results": ("Stopwatch", "UNITS", "peak_cuda_mb", "peak_rss_mb", "read_results", "reset_variant_peak", "runtime",
+                "write_results"),
+    "pipeline": ("dpo_merged", "grpo_merged", "quantized", "sft_adapter", "sft_merged"),
+    "colab": ("install",),
+    "exercises": ("run_solutions",),
+    "hardware": ("matmul_gflops",),
+}
+
+# Lesson code that still reaches into the build layer, by where it is, with where it goes. Most of it waits for the
+# notebooks' next reference run (a cell that changes must be run again on `cpu` before it is committed).
+CROSSINGS = {
+    # manifests: computed from the objects that ran, so they move with save_adapter to the build layer
+    "helpers/dpo.py": ("artifacts.ROW_CODE", "artifacts.config_settings", "artifacts.content_hash",
+                       "artifacts.files_source", "artifacts.lora_settings", "artifacts.rows_hash"),
+    "helpers/grpo.py": ("artifacts.ROW_CODE", "artifacts.config_settings", "artifacts.content_hash",
+                        "artifacts.files_source", "artifacts.lora_settings", "artifacts.rows_hash"),
+    "helpers/training.py": ("artifacts.ROW_CODE", "artifacts.artifact", "artifacts.content_hash",
+                            "artifacts.files_source", "artifacts.rows_hash", "artifacts.verify", "paths.fingerprint"),
+    # the model cache (packaged_model_dir, tiny_model_dir, base_fingerprint) moves to the build layer
+    "helpers/models.py": ("paths.atomic_folder", "paths.cache_dir", "paths.damaged_files", "paths.file_checksums",
+                          "paths.fingerprint"),
+    # GPTQModel's child process goes once notebooks 03/04 call GPTQModel in their cells (notes/under_the_hood.md:
+    # the slowdown it guarded against no longer shows with GPTQModel 7.6)
+    "helpers/quant.py": ("processes.follow_log", "processes.log_tail", "processes.run_python"),
+    # lesson cells that name manifests, fingerprints or child processes: to the pipeline's hand-overs
+    "notebooks/01_sft_lora.ipynb": ("artifacts.artifact",),
+    "notebooks/02_dpo.ipynb": ("paths.fingerprint", "pipeline.dpo_reuse_line", "pipeline.dpo_run_inputs"),
+    "notebooks/03_gptq.ipynb": ("paths.fingerprint", "processes.show_source"),
+    "notebooks/04_awq.ipynb": ("paths.fingerprint",),
+    "notebooks/05_bitsandbytes_int8_nf4.ipynb": ("paths.fingerprint",),
+    "notebooks/06_qlora.ipynb": ("artifacts.artifact", "artifacts.reusable", "isolated.KINDS", "isolated.train_isolated",
+                                 "processes.show_source"),
+    "notebooks/07_method_comparison.ipynb": ("paths.fingerprint",),
+    "notebooks/08_grpo.ipynb": ("paths.fingerprint", "pipeline.grpo_reuse_line", "pipeline.grpo_run_inputs"),
+}
