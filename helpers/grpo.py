@@ -145,46 +145,6 @@ def grpo_config_kwargs(profile: Profile, output_dir: str | Path | None = None, *
     return kwargs
 
 
-REWARD = "helpers.grpo.correctness_reward"   # recorded in an adapter's manifest: what its answers were scored with
-RECIPE_FIELDS = ("max_steps", "num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
-                 "max_completion_length", "learning_rate", "beta", "loss_type", "scale_rewards", "epsilon",
-                 "temperature", "lr_scheduler_type", "warmup_steps", "gradient_checkpointing", "bf16", "fp16", "seed",
-                 "data_seed")   # the GRPOConfig fields that decide an adapter (not where logs go or how often)
-
-
-def recipe_settings(config, peft_config, rows: Sequence[dict] | None, reward: str = REWARD,
-                    prompts_sha256: str | None = None) -> dict:
-    """What decides a GRPO adapter besides the SFT model it starts from, read from the objects the run was built
-    from: the ``GRPOConfig`` (or its keyword arguments; a field left out counts as TRL's default), the LoRA config,
-    the reward and the training prompts. Notebook 08 and ``scripts/grpo.py`` record this in the adapter's manifest,
-    so an edited ``GRPOConfig`` cell gives an adapter that notebook 07 does not take for the profile's."""
-    from trl import GRPOConfig
-
-    from .artifacts import config_settings, content_hash, lora_settings
-
-    return {"grpo_config": config_settings(config, GRPOConfig, RECIPE_FIELDS), **lora_settings(peft_config),
-            "reward": reward, "prompts_sha256": prompts_sha256 or content_hash(list(rows))}
-
-
-@takes_profile
-def grpo_settings(profile: Profile) -> dict:
-    """:func:`recipe_settings` of notebook 08's recipe on this profile, from its ``GRPOConfig`` arguments (no config
-    object is built: that would reset Accelerate's state) and its prompts, recorded by their content hash looked up
-    by where they come from (the skills split's and the code's checksums, the count and the shuffle seed:
-    :func:`helpers.artifacts.rows_hash`), so a reuse check reads no data."""
-    from types import SimpleNamespace
-
-    from . import data
-    from .artifacts import ROW_CODE, files_source, rows_hash
-    from .training import lora_config
-
-    source = {"data": files_source(Path(data.DATA_DIR) / f"skills_{TRAIN_SPLIT}.jsonl"), "split": TRAIN_SPLIT,
-              "rows": profile.grpo_steps * profile.grpo_prompts_per_step, "seed": 0,
-              "code": files_source(*ROW_CODE, __file__)}
-    return recipe_settings(SimpleNamespace(**grpo_config_kwargs(profile, "unused")), lora_config(profile), None,
-                           prompts_sha256=rows_hash("GRPO prompts", source, lambda: prompt_rows(profile)))
-
-
 class PhaseTimer:
     """Time spent in a ``GRPOTrainer``'s phases: ``generate`` (sampling the completions), ``score`` (the reward
     functions, from their :class:`RewardLog`), ``rollout`` (generation, scoring and the log-probabilities TRL needs
@@ -311,6 +271,6 @@ def train_grpo(profile: Profile, model, tokenizer, rows: list[dict] | None = Non
     return run_trainer(trainer)
 
 
-__all__ = ["TRAIN_SPLIT", "REWARD", "RECIPE_FIELDS", "recipe_settings", "grpo_settings", "prompt_rows", "completion_text", "correctness_reward", "brevity_reward", "RewardLog",
+__all__ = ["TRAIN_SPLIT", "prompt_rows", "completion_text", "correctness_reward", "brevity_reward", "RewardLog",
            "grpo_config_kwargs", "PhaseTimer", "loss_batch", "token_logps", "trl_loss",
            "skill_differences", "train_grpo"]

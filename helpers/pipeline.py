@@ -73,8 +73,8 @@ def sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
 @takes_profile
 def dpo_inputs(profile: Profile, sft_dir: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> dict:
     """What notebook 02's recipe on this profile would record for its DPO adapter: trainer settings, LoRA config and
-    pairs (:func:`helpers.dpo.dpo_settings`), and the SFT model it starts from."""
-    from .dpo import dpo_settings
+    pairs (:func:`helpers.manifests.dpo_settings`), and the SFT model it starts from."""
+    from .manifests import dpo_settings
 
     return {"sft_model": fingerprint(sft_dir), **dpo_settings(profile, tokenizer)}
 
@@ -82,9 +82,9 @@ def dpo_inputs(profile: Profile, sft_dir: Path, tokenizer: PreTrainedTokenizerBa
 def dpo_run_inputs(config, peft_config, pairs, sft_dir: Path) -> dict:
     """What decided a DPO adapter that was just trained, read from the run's own ``DPOConfig``, LoRA config and
     pairs: the manifest notebook 02 writes. Equal to :func:`dpo_inputs` only when the run used notebook 02's recipe."""
-    from .dpo import recipe_settings
+    from .manifests import dpo_recipe_settings
 
-    return {"sft_model": fingerprint(sft_dir), **recipe_settings(config, peft_config, pairs)}
+    return {"sft_model": fingerprint(sft_dir), **dpo_recipe_settings(config, peft_config, pairs)}
 
 
 def _reuse_line(wanted: dict, adapter: Path, config_key: str, trained_in: str, later: tuple[str, str, str]) -> str:
@@ -113,8 +113,8 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
 
     Uses notebook 02's DPO adapter (``outputs/dpo/<profile>``) when it was trained on today's SFT model, else
     trains it with notebook 02's recipe in a fresh process (``scripts/dpo.py``)."""
-    from .dpo import dpo_settings
     from .isolated import dpo_isolated
+    from .manifests import dpo_settings
     from .models import check_base_model
     from .training import adapter_dir
 
@@ -132,9 +132,9 @@ def dpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = Non
 
 @takes_profile
 def grpo_inputs(profile: Profile, sft_dir: Path) -> dict:
-    """What notebook 08's recipe on this profile records for its GRPO adapter (:func:`helpers.grpo.grpo_settings`)
+    """What notebook 08's recipe on this profile records for its GRPO adapter (:func:`helpers.manifests.grpo_settings`)
     and the SFT model it starts from."""
-    from .grpo import grpo_settings
+    from .manifests import grpo_settings
 
     return {"sft_model": fingerprint(sft_dir), **grpo_settings(profile)}
 
@@ -142,9 +142,9 @@ def grpo_inputs(profile: Profile, sft_dir: Path) -> dict:
 def grpo_run_inputs(config, peft_config, rows, sft_dir: Path) -> dict:
     """What decided a GRPO adapter that was just trained, read from the run's own ``GRPOConfig``, LoRA config and
     prompts: the manifest notebook 08 writes. Equal to :func:`grpo_inputs` only when the run used the profile's recipe."""
-    from .grpo import recipe_settings
+    from .manifests import grpo_recipe_settings
 
-    return {"sft_model": fingerprint(sft_dir), **recipe_settings(config, peft_config, rows)}
+    return {"sft_model": fingerprint(sft_dir), **grpo_recipe_settings(config, peft_config, rows)}
 
 
 @takes_profile

@@ -91,11 +91,11 @@ def recipe(profile: Profile, output_dir: str | Path | None = None):
 
 def run_inputs(config, peft_config, rows: list[dict], sft_dir: Path) -> dict:
     """What decided the adapter, read from the run's own objects: the SFT model's weights, the ``GRPOConfig``
-    settings, the LoRA config, the reward function and the training prompts (:func:`helpers.grpo.recipe_settings`)."""
-    from helpers import grpo
+    settings, the LoRA config, the reward function and the training prompts (:func:`helpers.manifests.grpo_recipe_settings`)."""
+    from helpers.manifests import grpo_recipe_settings
     from helpers.paths import fingerprint
 
-    return {"sft_model": fingerprint(sft_dir), **grpo.recipe_settings(config, peft_config, rows)}
+    return {"sft_model": fingerprint(sft_dir), **grpo_recipe_settings(config, peft_config, rows)}
 
 
 def main(argv: list[str] | None = None) -> Path:

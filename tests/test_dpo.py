@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import dpo, evaluation
+from helpers import dpo, evaluation, manifests
 from helpers.data import DataError
 from helpers.models import load_model_and_tokenizer
 from helpers.profiles import get_profile
@@ -207,8 +207,8 @@ def test_dpo_settings_are_stable_and_follow_the_profile():
     from dataclasses import replace
 
     profile = get_profile("tiny")
-    assert dpo.dpo_settings(profile) == dpo.dpo_settings(profile)
-    assert dpo.dpo_settings(replace(profile, dpo_beta=0.5)) != dpo.dpo_settings(profile)
+    assert manifests.dpo_settings(profile) == manifests.dpo_settings(profile)
+    assert manifests.dpo_settings(replace(profile, dpo_beta=0.5)) != manifests.dpo_settings(profile)
 
 
 def test_per_token_ranking_removes_the_short_answer_bias():

@@ -214,9 +214,9 @@ def test_full_fine_tuning_when_peft_config_is_none():
 
 def test_reading_the_settings_leaves_a_live_trainer_working(trained):
     """Building a TRL config resets Accelerate's state; the manifests are computed without building one."""
-    from helpers import dpo
+    from helpers import manifests
 
     profile, _, trainer = trained
     training.run_settings(profile)
-    dpo.dpo_settings(profile)
+    manifests.dpo_settings(profile)
     assert trainer.accelerator.device.type == "cpu"
