@@ -30,7 +30,8 @@ ADOPTABLE = ("perplexity", "skill_accuracy", "preference_accuracy")  # depend on
 def variant_dtype(model, profile: Profile) -> tuple[str, str | None]:
     """The dtype ``model`` computes in (its floating-point weights' dtype) and, when that is not the profile's
     compute dtype, a line saying so: transformers casts AWQ models to fp16 on CUDA whatever dtype was asked
-    (``quantizers/quantizer_awq.py``, ``update_dtype``), so on an A100 (bf16) the AWQ rows run in fp16."""
+    (``quantizers/quantizer_awq.py``, ``update_dtype``), so on an A100 (bf16) the AWQ rows run in fp16; and
+    bitsandbytes' int8 layers quantize bf16 inputs in fp16, so the A100's int8 row says so."""
     dtype = getattr(model, "dtype", None) or next(
         (p.dtype for p in model.parameters() if p.dtype.is_floating_point), torch.float32)
     name = str(dtype).removeprefix("torch.")
@@ -38,6 +39,9 @@ def variant_dtype(model, profile: Profile) -> tuple[str, str | None]:
         wanted = str(profile.compute_dtype).removeprefix("torch.")
     except Exception:  # a profile whose precision is still "auto"
         return name, None
+    if profile.needs_cuda and name == "bfloat16" and any(type(m).__name__ == "Linear8bitLt" for m in model.modules()):
+        return name, ("runs in bfloat16, but its int8 layers quantize their inputs in float16: bitsandbytes casts bf16 "
+                      "activations to fp16 first (bitsandbytes/autograd/_functions.py, MatMul8bitLt)")
     if not profile.needs_cuda or name == wanted:
         return name, None
     return name, (f"runs in {name}, not the profile's {wanted}"

@@ -167,6 +167,19 @@ def test_variant_dtype_is_recorded_and_a_different_one_is_said(tiny, capsys):
         model.to(torch.float32)
 
 
+def test_int8_layers_in_a_bf16_model_say_their_inputs_are_quantized_in_fp16():
+    """bitsandbytes' MatMul8bitLt casts bf16 activations to fp16 before quantizing them: on an A100 (bf16) the int8 row
+    says so; a bf16 model without int8 layers, and a CPU profile, say nothing."""
+    class Linear8bitLt(torch.nn.Linear):   # the name bitsandbytes' layer has; the check reads the class name
+        pass
+
+    int8 = torch.nn.Sequential(Linear8bitLt(4, 4), torch.nn.Linear(4, 4)).to(torch.bfloat16)
+    dtype, note = measure.variant_dtype(int8, PROFILES["a100"])
+    assert dtype == "bfloat16" and "float16" in note and "MatMul8bitLt" in note
+    assert measure.variant_dtype(torch.nn.Linear(4, 4).to(torch.bfloat16), PROFILES["a100"]) == ("bfloat16", None)
+    assert measure.variant_dtype(int8, PROFILES["cpu"])[1] is None
+
+
 # --- 4: full fine-tuning of an fp16 model with fp16=True -----------------------------------------------------------
 
 
