@@ -118,11 +118,12 @@ def test_full_logits_head_matches_trl_chunked_head(outputs, temperature):
 def test_full_logits_head_is_used_only_inside_the_block(monkeypatch):
     from trl.trainer import utils as trl_utils
 
-    original = trl_utils._ChunkedLogProbFunction
+    original, use_triton = trl_utils._ChunkedLogProbFunction, trl_utils._use_triton
     with training.full_logits_head_on_cpu():
         assert isinstance(trl_utils._ChunkedLogProbFunction, training.FullLogitsLogProb)
         assert trl_utils._use_triton(torch.device("cpu"))
-    assert trl_utils._ChunkedLogProbFunction is original
+        assert trl_utils._use_triton(torch.device("cuda")) == use_triton(torch.device("cuda"))   # TRL's own answer
+    assert trl_utils._ChunkedLogProbFunction is original and trl_utils._use_triton is use_triton
     assert not trl_utils._use_triton(torch.device("cpu"))
     monkeypatch.delattr(trl_utils, "_ChunkedLogProbFunction")
     with pytest.warns(UserWarning, match="slower on CPU"):
