@@ -628,10 +628,10 @@ def gptqmodel_quantize(
     """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
     seconds spent. ``dtype`` is the precision it quantizes in (default :func:`default_dtype`).
 
-    GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). Its worker threads pin
-    themselves to CPU cores and stay alive after quantizing; on a 2-core machine that left everything the
-    notebook computed afterwards slower (``notes/under_the_hood.md``). The progress bar and the error messages
-    stay in the notebook.
+    GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). A first
+    measurement found that an in-process quantization slowed what the notebook computed afterwards (GPTQModel's
+    worker threads stay alive); measured again with the same GPTQModel 7.6 it did not show
+    (``notes/under_the_hood.md``), and the child costs one import of GPTQModel per quantization. The progress bar and the error messages stay in the notebook.
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
     check_calibration(calibration)

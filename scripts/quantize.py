@@ -6,8 +6,9 @@ Run it from the repository root (with the course's environment, e.g. `.venv/bin/
     python scripts/quantize.py outputs/dpo_merged/cpu outputs/my_awq_w4 --method awq --bits 4 --group-size 64
 
 Calibration text: the course's docstring passages (`--calibration stdlib`) or its chat data (`skills`).
-The notebooks run it in a fresh process (`helpers.quant.gptqmodel_quantize`): GPTQModel's worker threads pin
-themselves to CPU cores and stay alive after quantizing, which slowed everything the notebook computed afterwards.
+The notebooks run it in a fresh process (`helpers.quant.gptqmodel_quantize`): a first measurement found that GPTQModel's
+worker threads, alive after quantizing, slowed everything the notebook computed afterwards (measured again with the
+same GPTQModel 7.6, it did not show: notes/under_the_hood.md).
 """
 
 from __future__ import annotations
