@@ -631,7 +631,8 @@ def gptqmodel_quantize(
     GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). A first
     measurement found that an in-process quantization slowed what the notebook computed afterwards (GPTQModel's
     worker threads stay alive); measured again with the same GPTQModel 7.6 it did not show
-    (``notes/under_the_hood.md``), and the child costs one import of GPTQModel per quantization. The progress bar and the error messages stay in the notebook.
+    (``notes/under_the_hood.md``), and the child costs one import of GPTQModel per quantization. The progress
+    bar and the error messages stay in the notebook.
     GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
     """
     check_calibration(calibration)

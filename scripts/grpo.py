@@ -89,15 +89,6 @@ def recipe(profile: Profile, output_dir: str | Path | None = None):
     return training.lora_config(profile), GRPOConfig(**grpo.grpo_config_kwargs(profile, output_dir=output_dir))
 
 
-def run_inputs(config, peft_config, rows: list[dict], sft_dir: Path) -> dict:
-    """What decided the adapter, read from the run's own objects: the SFT model's weights, the ``GRPOConfig``
-    settings, the LoRA config, the reward function and the training prompts (:func:`helpers.manifests.grpo_recipe_settings`)."""
-    from helpers.manifests import grpo_recipe_settings
-    from helpers.paths import fingerprint
-
-    return {"sft_model": fingerprint(sft_dir), **grpo_recipe_settings(config, peft_config, rows)}
-
-
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)   # every argument and path checked before anything is loaded
     from trl import GRPOTrainer
@@ -127,7 +118,7 @@ def main(argv: list[str] | None = None) -> Path:
     with training.hardware_fixes(trainer):
         trainer.train()
 
-    return save_run(trainer, profile, output_dir, run_inputs(config, peft_config, rows, sft_dir), memory,
+    return save_run(trainer, profile, output_dir, pipeline.grpo_run_inputs(config, peft_config, rows, sft_dir), memory,
                     args.trained_by, kind="grpo", prompts=len(rows), sft_model=str(sft_dir),
                     train_seconds=trainer.train_seconds, seconds_per_step=phases.summary(),
                     within_group_reward_std=reward.within_group_std(),
