@@ -28,7 +28,7 @@ BUILD_API = {
               "as_sentence", "check_replaceable", "local_folder_problem", "read_config_json", "saved_model_problem"),
     "results": ("Stopwatch", "UNITS", "peak_cuda_mb", "peak_rss_mb", "read_results", "reset_variant_peak", "runtime",
                 "write_results"),
-    "pipeline": ("dpo_merged", "grpo_merged", "quantized", "sft_adapter", "sft_merged"),
+    "pipeline": ("dpo_merged", "grpo_merged", "quantized", "quantized_with", "sft_adapter", "sft_merged"),
     "colab": ("install",),
     "exercises": ("run_solutions",),
     "hardware": ("matmul_gflops",),
@@ -44,13 +44,10 @@ CROSSINGS = {
     # the model cache (packaged_model_dir, tiny_model_dir, base_fingerprint) moves to the build layer
     "helpers/models.py": ("paths.atomic_folder", "paths.cache_dir", "paths.damaged_files", "paths.file_checksums",
                           "paths.fingerprint"),
-    # GPTQModel's child process goes once notebooks 03/04 call GPTQModel in their cells (notes/under_the_hood.md:
-    # the slowdown it guarded against no longer shows with GPTQModel 7.6)
-    "helpers/quant.py": ("processes.follow_log", "processes.log_tail", "processes.run_python"),
     # lesson cells that name manifests, fingerprints or child processes: to the pipeline's hand-overs
     "notebooks/01_sft_lora.ipynb": ("artifacts.artifact",),
     "notebooks/02_dpo.ipynb": ("paths.fingerprint", "pipeline.dpo_reuse_line", "pipeline.dpo_run_inputs"),
-    "notebooks/03_gptq.ipynb": ("paths.fingerprint", "processes.show_source"),
+    "notebooks/03_gptq.ipynb": ("paths.fingerprint",),
     "notebooks/04_awq.ipynb": ("paths.fingerprint",),
     "notebooks/05_bitsandbytes_int8_nf4.ipynb": ("paths.fingerprint",),
     "notebooks/06_qlora.ipynb": ("artifacts.artifact", "artifacts.reusable", "isolated.KINDS", "isolated.train_isolated",

@@ -184,39 +184,93 @@ QUANT_SETTINGS = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "d
 
 
 def quantize_inputs(model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
-                    awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> dict:
-    """What decides a GPTQ/AWQ checkpoint: the weights, the GPTQModel config as it resolves ``settings`` (so an
-    explicit default equals an omitted one), the calibration text, and AWQ's clipping search."""
+                    awq_clip: bool = True, awq_clip_tokens: int = 512, quantize_with=None, **settings) -> dict:
+    """What decides a GPTQ/AWQ checkpoint (:func:`config_inputs`), from a method and its settings."""
     from . import quant
 
     config = quant.gptqmodel_config(method, bits, group_size, **settings)
+    return config_inputs(model_dir, config, calibration, awq_clip, awq_clip_tokens, quantize_with)
+
+
+def config_inputs(model_dir: Path, config, calibration: list[str], awq_clip: bool = True, awq_clip_tokens: int = 512,
+                  quantize_with=None) -> dict:
+    """What decides a GPTQ/AWQ checkpoint, read from the objects that make it: the weights, the GPTQModel config
+    (its resolved fields, so an explicit default equals an omitted one), the calibration text, AWQ's clipping search,
+    and the code of the function that quantizes (:func:`helpers.quant.code_key`: a cell's unedited copy of
+    :func:`helpers.quant.quantize_model` is the same code; an edited one is not)."""
+    from . import quant
+
+    method = _method(config)
     resolved = {k: str(getattr(v, "value", v)) for k in QUANT_SETTINGS if (v := getattr(config, k, None)) is not None}
     return {"model": fingerprint(model_dir), "method": method, **resolved,
             "dtype": str(quant.default_dtype(method)).removeprefix("torch."),
             "awq_clip": [awq_clip, awq_clip_tokens] if method == "awq" else None,
-            "calibration_sha256": content_hash(list(calibration))}
+            "calibration_sha256": content_hash(list(calibration)),
+            "code_sha256": content_hash(quant.code_key(quantize_with or quant.quantize_model))}
+
+
+def _method(config) -> str:
+    return str(getattr(config.quant_method, "value", config.quant_method)).lower()
 
 
 @takes_profile
 def quantized(profile: Profile, model_dir: Path, method: str, bits: int, group_size: int, calibration: list[str],
               awq_clip: bool = True, awq_clip_tokens: int = 512, **settings) -> tuple[Path, float]:
     """A GPTQModel checkpoint of ``model_dir`` (``method`` "gptq" or "awq"; ``settings`` go to its config) and the
-    seconds its quantization took: made now in a fresh process (:func:`helpers.quant.gptqmodel_quantize`,
-    ``scripts/quantize.py``), or reused when a checkpoint with the same inputs exists (:func:`quantize_inputs`)."""
-    from .quant import check_calibration, check_inputs, gptqmodel_quantize
+    seconds its quantization took: :func:`quantized_with` with :func:`helpers.quant.gptqmodel_config`'s config
+    and :func:`helpers.quant.quantize_model`. Checks the settings, folder and text before GPTQModel is imported."""
+    from .quant import check_calibration, check_inputs, gptqmodel_config
 
-    check_calibration(calibration)   # settings, folder and text checked before GPTQModel is imported
+    check_calibration(calibration)
     check_inputs(model_dir, method, bits, group_size)
-    inputs = quantize_inputs(model_dir, method, bits, group_size, calibration, awq_clip, awq_clip_tokens, **settings)
-    key = content_hash(inputs, 10)
-    folder = outputs_dir("quantized", profile.name) / f"{method}_w{bits}_g{group_size}_{key}"
-    if reusable(folder, inputs, f"{method.upper()} w{bits} checkpoint"):
+    return quantized_with(profile, model_dir, gptqmodel_config(method, bits, group_size, **settings), calibration,
+                          awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens)
+
+
+@takes_profile
+def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[str], quantize_with=None,
+                   awq_clip: bool = True, awq_clip_tokens: int = 512) -> tuple[Path, float]:
+    """The checkpoint that ``quantize_with(model_dir, out_dir, config, calibration, dtype, backend)`` (default
+    :func:`helpers.quant.quantize_model`) makes from ``config`` (a GPTQModel ``GPTQConfig`` or ``AWQConfig``), and
+    the seconds it took: reused when a checkpoint from the same inputs exists (:func:`config_inputs`), else made
+    now, in this process (:func:`helpers.quant.run_quantization`), into a temporary folder renamed when complete.
+    GPTQModel's own output goes to ``<folder>.log``; the notebook shows one progress bar per layer instead."""
+    import contextlib
+    import re
+
+    from transformers import AutoConfig
+
+    from .paths import atomic_folder
+    from .processes import follow_log
+    from .quant import QuantError, awq_clip_problem, check_calibration, check_inputs, run_quantization
+
+    method = _method(config)
+    check_calibration(calibration)
+    check_inputs(model_dir, method, config.bits, config.group_size)
+    if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
+        raise QuantError(problem)
+    inputs = config_inputs(model_dir, config, calibration, awq_clip, awq_clip_tokens, quantize_with)
+    folder = outputs_dir("quantized", profile.name) / f"{method}_w{config.bits}_g{config.group_size}_{content_hash(inputs, 10)}"
+    what = f"{method.upper()} w{config.bits} checkpoint"
+    if reusable(folder, inputs, what):
         return folder, read_manifest(folder)["seconds"]
-    seconds = gptqmodel_quantize(model_dir, folder, method, bits, group_size, calibration, awq_clip=awq_clip,
-                                 awq_clip_tokens=awq_clip_tokens, **settings)
+    log_path = Path(f"{folder}.log")
+    n_layers = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers
+    desc = f"{method.upper()} w{config.bits} g{config.group_size}"
+    with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
+        with atomic_folder(folder) as tmp, open(log_path, "a") as log:
+            try:
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                    seconds = run_quantization(model_dir, tmp, config, calibration, quantize_with, awq_clip=awq_clip,
+                                               awq_clip_tokens=awq_clip_tokens)
+            except Exception as exc:
+                exc.add_note(f"GPTQModel's output for this quantization is in {log_path}.")
+                raise
     write_manifest(folder, inputs, seconds=seconds)
+    print(f"{desc}: made in {seconds:.0f} s (load, quantize, save); GPTQModel's output is in {log_path}")
     return folder, seconds
 
 
 __all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line",
-           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "quantized", "quantize_inputs"]
+           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "quantized", "quantized_with",
+           "quantize_inputs", "config_inputs"]

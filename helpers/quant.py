@@ -16,7 +16,6 @@ import contextlib
 import io
 import numbers
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .processes import follow_log
 from .profiles import takes_profile
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -407,6 +405,7 @@ def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
     if method not in METHODS:
         raise QuantError(f"Unknown method '{method}'; use one of {METHODS}.")
     check_settings(bits, group_size)
+    configure_gptqmodel()   # before the config prints its INFO lines
     from gptqmodel.quantization.config import AWQConfig, GPTQConfig
 
     if method == "gptq":
@@ -611,6 +610,73 @@ def check_inputs(model_dir: str | Path, method: str, bits: int, group_size: int,
         check_replaceable(out_dir, "out_dir")
 
 
+def quantize_model(model_dir, out_dir, config, calibration, dtype, backend):
+    """Quantize the whole model with GPTQModel and save the checkpoint: the three calls notebooks 03 and 04 write
+    out in their cells (``tests/test_quant.py`` keeps those cells equal to this function)."""
+    from gptqmodel import GPTQModel
+
+    model = GPTQModel.load(str(model_dir), config, dtype=dtype)   # the full-precision model, with its quantize config
+    model.quantize(calibration, batch_size=4, backend=backend)    # block by block, on the calibration text
+    model.save(str(out_dir))                                       # packed integer weights + quantize_config.json
+
+
+def code_key(function) -> str:
+    """What decides a quantizing function's result, as text: its parameters and statements, without its docstring,
+    comments and imports. A cell's copy of :func:`quantize_model` has the same key as the original, so their
+    checkpoints are interchangeable; an edited copy has another, so its checkpoint is never mistaken for the course's."""
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError):   # defined where Python keeps no source: its compiled code decides
+        code = function.__code__
+        return f"{code.co_code.hex()}|{code.co_names}|{code.co_varnames}|{code.co_consts[1:]}"
+    return code_key_of(tree.body[0])
+
+
+def code_key_of(node) -> str:
+    """:func:`code_key` of a parsed ``def`` (an ``ast.FunctionDef``)."""
+    import ast
+
+    body = [stmt for i, stmt in enumerate(node.body)
+            if not isinstance(stmt, (ast.Import, ast.ImportFrom))
+            and not (i == 0 and isinstance(stmt, ast.Expr) and isinstance(getattr(stmt, "value", None), ast.Constant))]
+    return ast.dump(node.args) + "".join(ast.dump(stmt) for stmt in body)
+
+
+def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibration: Sequence[str], quantize_with=None,
+                     dtype: torch.dtype | None = None, backend=None, awq_clip: bool = True,
+                     awq_clip_tokens: int = 512) -> float:
+    """Call ``quantize_with(model_dir, out_dir, config, calibration, dtype, backend)`` (default
+    :func:`quantize_model`) in this process, with what GPTQModel needs on this machine around it: fp32 allowed in
+    its CPU kernels when the profile computes in fp32 (:func:`torch_kernels_allow_fp32`), AWQ's clipping search on,
+    off or cheaper (:func:`awq_clip_search`), memory freed afterwards. Returns the seconds the call took (load,
+    quantize and save). ``dtype`` and ``backend`` default to :func:`default_dtype` and :func:`default_backend`.
+
+    Earlier versions ran this in a child process, because an in-process quantization once slowed what the notebook
+    computed afterwards; measured again with GPTQModel 7.6, it did not (``notes/under_the_hood.md``)."""
+    import gc
+    import time
+
+    configure_gptqmodel()
+    method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
+    dtype = dtype or default_dtype(method)
+    backend = backend or default_backend(method, config.bits)
+    check_backend(backend)
+    clip = awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else contextlib.nullcontext()
+    start = time.perf_counter()
+    try:
+        with torch_kernels_allow_fp32(dtype), clip:
+            (quantize_with or quantize_model)(model_dir, out_dir, config, list(calibration), dtype, backend)
+    finally:
+        gc.collect()   # GPTQModel's model goes with the function's frame; give its memory back now
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return time.perf_counter() - start
+
+
 def gptqmodel_quantize(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -618,64 +684,29 @@ def gptqmodel_quantize(
     bits: int,
     group_size: int,
     calibration: Sequence[str],
-    batch_size: int = 4,
     backend=None,
     awq_clip: bool = True,
     awq_clip_tokens: int = 512,
     dtype: torch.dtype | None = None,
+    quantize_with=None,
     **config_kwargs,
 ) -> float:
-    """Quantize the model at ``model_dir`` with GPTQModel and save it to ``out_dir`` (atomically); returns the
-    seconds spent. ``dtype`` is the precision it quantizes in (default :func:`default_dtype`).
-
-    GPTQModel runs in a fresh child process (``scripts/quantize.py``, which a student can also run by hand). A first
-    measurement found that an in-process quantization slowed what the notebook computed afterwards (GPTQModel's
-    worker threads stay alive); measured again with the same GPTQModel 7.6 it did not show
-    (``notes/under_the_hood.md``), and the child costs one import of GPTQModel per quantization. The progress
-    bar and the error messages stay in the notebook.
-    GPTQModel writes a ``logs/`` folder into the working directory; it is listed in ``.gitignore``.
-    """
+    """Quantize the model at ``model_dir`` with GPTQModel, in this process, and save it to ``out_dir``; returns the
+    seconds spent. Checks every setting and folder first (milliseconds, before a model is loaded), builds the config
+    (:func:`gptqmodel_config`) and runs :func:`run_quantization`. The notebooks call it through
+    :func:`helpers.pipeline.quantized`, which reuses a checkpoint made from the same inputs, writes atomically, keeps
+    GPTQModel's output in a log and shows a progress bar. GPTQModel writes a ``logs/`` folder into the working
+    directory; it is listed in ``.gitignore``."""
     check_calibration(calibration)
     check_inputs(model_dir, method, bits, group_size, out_dir)   # folders and settings, before anything is loaded
     configure_gptqmodel()
-    gptqmodel_config(method, bits, group_size, **config_kwargs)  # fail here, with our message, on bad settings
+    config = gptqmodel_config(method, bits, group_size, **config_kwargs)  # fail here, with our message, on bad settings
     backend = backend or default_backend(method, bits)
     check_backend(backend)
     if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
         raise QuantError(problem)
-    from transformers import AutoConfig
-
-    n_layers = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers
-    log_path = Path(f"{out_dir}.log")
-    args = dict(model_dir=str(model_dir), out_dir=str(out_dir), method=method, bits=bits, group_size=group_size,
-                calibration=list(calibration), batch_size=batch_size, backend=str(getattr(backend, "name", backend)).upper(),
-                awq_clip=awq_clip, awq_clip_tokens=awq_clip_tokens, config_kwargs=config_kwargs,
-                dtype=str(dtype or default_dtype(method)).removeprefix("torch."))
-    desc = f"{method.upper()} w{bits} g{group_size}"
-    with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
-        seconds = _quantize_in_child(args, log_path)
-    print(f"{desc}: GPTQModel's log is in {log_path}")
-    return seconds
-
-
-def _quantize_in_child(args: dict, log_path: Path) -> float:
-    """Run ``scripts/quantize.py`` in a fresh process (output appended to ``log_path``); return its seconds."""
-    import json
-    import tempfile
-
-    from .paths import REPO_ROOT
-    from .processes import log_tail, run_python
-
-    with tempfile.TemporaryDirectory() as tmp:
-        args_path, result_path = Path(tmp) / "args.json", Path(tmp) / "seconds.json"
-        args_path.write_text(json.dumps(args))
-        code = run_python([str(REPO_ROOT / "scripts" / "quantize.py"), "--args-json", str(args_path),
-                           "--result-json", str(result_path)], log_path)
-        if code != 0 or not result_path.is_file():
-            raise QuantError(f"GPTQModel's {args['method'].upper()} quantization failed in its child process "
-                             f"(exit {code}). Fix what the end of its log names and run again; the log is "
-                             f"{log_path}:\n{log_tail(log_path, 12)}")
-        return json.loads(result_path.read_text())
+    return run_quantization(model_dir, out_dir, config, calibration, quantize_with, dtype, backend, awq_clip,
+                            awq_clip_tokens)
 
 
 def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: torch.dtype | None = None):

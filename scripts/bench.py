@@ -219,8 +219,8 @@ def bench(paths: list[str], profile_name: str) -> dict:
 
             work = (cost.gptq_quantization(profile) if method == "gptq" else cost.awq_quantization(profile)).flops
             r = row(method, seconds, precision="bf16" if method == "awq" else precision,
-                    note=f"{len(calibration)} calibration passages; the work of the child process is not counted: "
-                         "helpers.cost's estimate is an upper bound, so no rate or share is claimed")
+                    note=f"{len(calibration)} calibration passages, load + quantize + save; GPTQModel's work is not "
+                         "counted: helpers.cost's estimate is an upper bound, so no rate or share is claimed")
             report(dict(r, estimated_gflop_upper_bound=round(work / 1e9, 1)))
     return {"profile": profile.name, "precision": precision, "limits": limits, "paths": results,
             "training_head": "labelled positions only (helpers.training._compact_on_cpu)",

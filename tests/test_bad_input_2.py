@@ -286,16 +286,6 @@ def test_quantize_checks_its_settings_before_loading_the_model(kwargs, message, 
 
 
 @pytest.mark.parametrize("content, message", [
-    ("[1, 2]", r"args.json holds a JSON list; write one object"),
-    ('{"model_dir": "m", "bits": 4, "colour": 1}', r"unknown argument\(s\) \['colour'\]; missing \['out_dir'"),
-])
-def test_quantize_args_json_is_checked(content, message, tmp_path):
-    (tmp_path / "args.json").write_text(content)
-    with pytest.raises(ValueError, match=message):
-        script("quantize").read_args_json(str(tmp_path / "args.json"))
-
-
-@pytest.mark.parametrize("content, message", [
     ("[]", r"99_demo.json holds a JSON list, not a results record.*Delete it and run notebook 99_demo again"),
     ('{"notebook": "99_demo"}', r"99_demo.json: Results record is missing .*Delete it and run notebook 99_demo"),
 ])

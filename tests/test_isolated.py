@@ -91,8 +91,5 @@ def test_the_notebooks_show_the_scripts_they_run(capsys):
     show_source("scripts/sft.py", "load_base", "main")
     out = capsys.readouterr().out
     assert "BitsAndBytesConfig(" in out and "SFTTrainer(" in out and "trainer.train()" in out
-    show_source("scripts/quantize.py", "quantize")
-    out = capsys.readouterr().out
-    assert "GPTQModel.load(" in out and "model.quantize(" in out and "model.save(" in out
     with pytest.raises(ValueError, match="has no function"):
         show_source("scripts/sft.py", "nowhere")

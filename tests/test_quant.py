@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,18 +127,24 @@ def test_unknown_method_and_empty_calibration(tmp_path):
         quant.gptqmodel_quantize(tmp_path, tmp_path / "out", "gptq", 4, 64, [])
 
 
-def test_quantization_failing_in_its_child_process_says_where_the_log_is(tmp_path):
-    """GPTQModel runs in a child process: its failure must come back as a QuantError naming the log."""
+def test_a_failing_quantization_says_where_the_log_is_and_leaves_no_checkpoint(tmp_path):
+    """GPTQModel's output goes to a log beside the checkpoint: when it fails, its own error reaches the notebook with
+    a note naming that log, and no half-written folder is left."""
     import shutil
 
+    from helpers import get_profile, pipeline
     from helpers.models import tiny_model_dir
 
     broken = tmp_path / "config_only"
     broken.mkdir()
-    shutil.copy(tiny_model_dir() / "config.json", broken / "config.json")   # no weights, no tokenizer
-    with pytest.raises(quant.QuantError, match="failed in its child process") as err:
-        quant.gptqmodel_quantize(broken, tmp_path / "out", "gptq", 4, 32, text.stdlib_samples("calibration", 2))
-    assert str(tmp_path / "out.log") in str(err.value) and not (tmp_path / "out").exists()
+    shutil.copy(tiny_model_dir() / "config.json", broken / "config.json")   # no tokenizer, and weights that are not
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(Exception) as err:
+        pipeline.quantized(get_profile("tiny"), broken, "gptq", 4, 32, text.stdlib_samples("calibration", 2))
+    notes = " ".join(getattr(err.value, "__notes__", []))
+    assert "GPTQModel's output for this quantization is in" in notes and ".log" in notes
+    log = Path(notes.split(" is in ")[1].rstrip("."))
+    assert log.is_file() and not log.with_suffix("").exists()
 
 
 def test_gptq_config_one_forward_per_block_unless_asked():
@@ -348,6 +355,60 @@ def test_pipeline_shares_a_checkpoint_between_notebooks_that_ask_for_the_same_on
     assert other != pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration)
     assert pipeline.quantize_inputs(model_dir, "gptq", 4, profile.quant_group_size, calibration[:2])["calibration_sha256"] \
         != artifacts.read_manifest(first)["inputs"]["calibration_sha256"]
+
+
+@pytest.mark.parametrize("notebook", ["03_gptq", "04_awq"])
+def test_the_cells_quantize_model_is_the_course_function(notebook):
+    """Notebooks 03 and 04 write GPTQModel's calls out in a cell; notebook 07, the warm-ups and the script use
+    quant.quantize_model. Equal code, equal checkpoints: the pipeline shares them only while the two are equal."""
+    import ast
+
+    from notebook_code import code_cells
+
+    defs = [node for cell in code_cells(notebook) for node in ast.parse(cell).body
+            if isinstance(node, ast.FunctionDef) and node.name == "quantize_model"]
+    assert len(defs) == 1, f"{notebook} should define quantize_model once, in its GPTQModel cell"
+    assert quant.code_key_of(defs[0]) == quant.code_key(quant.quantize_model), (
+        f"{notebook}'s quantize_model differs from helpers.quant.quantize_model: change both")
+    source = ast.unparse(defs[0])
+    assert all(call in source for call in ("GPTQModel.load(", ".quantize(calibration", ".save("))
+
+
+def test_an_edited_quantize_function_or_config_is_not_mistaken_for_the_courses(capsys):
+    """The manifest comes from what ran: the config object, the calibration text and the quantizing function's code.
+    A student's edited function (another batch size) or config quantizes again instead of reusing the course's
+    checkpoint, and says why; the unedited copy, with another docstring and comments, reuses it."""
+    from gptqmodel.quantization.config import GPTQConfig
+
+    from helpers import pipeline
+    from helpers.profiles import get_profile
+
+    def quantize_model(model_dir, out_dir, config, calibration, dtype, backend):
+        """A cell's copy, other docstring."""
+        from gptqmodel import GPTQModel
+        model = GPTQModel.load(str(model_dir), config, dtype=dtype)   # other comments
+        model.quantize(calibration, batch_size=4, backend=backend)
+        model.save(str(out_dir))
+
+    def edited(model_dir, out_dir, config, calibration, dtype, backend):
+        from gptqmodel import GPTQModel
+        model = GPTQModel.load(str(model_dir), config, dtype=dtype)
+        model.quantize(calibration, batch_size=1, backend=backend)
+        model.save(str(out_dir))
+
+    assert quant.code_key(quantize_model) == quant.code_key(quant.quantize_model) != quant.code_key(edited)
+    profile = get_profile("tiny")
+    calibration, model_dir = text.stdlib_samples("calibration", 4), models.tiny_model_dir()
+    config = GPTQConfig(bits=4, group_size=profile.quant_group_size, sym=True, true_sequential=False)
+    course, _ = pipeline.quantized(profile, model_dir, "gptq", 4, profile.quant_group_size, calibration, sym=True)
+    capsys.readouterr()
+    same, _ = pipeline.quantized_with(profile, model_dir, config, calibration, quantize_model)
+    assert same == course and "reusing" in capsys.readouterr().out
+    mine, _ = pipeline.quantized_with(profile, model_dir, config, calibration, edited)
+    assert mine != course and (mine / "config.json").is_file() and "reusing" not in capsys.readouterr().out
+    other = GPTQConfig(bits=4, group_size=profile.quant_group_size, sym=True, true_sequential=True)
+    assert pipeline.config_inputs(model_dir, other, calibration, quantize_with=quantize_model) != \
+        pipeline.config_inputs(model_dir, config, calibration, quantize_with=quantize_model)
 
 
 def test_notebooks_03_04_07_quantize_with_one_set_of_settings():
