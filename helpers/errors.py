@@ -1,5 +1,5 @@
-"""Errors about data: a file, a row or a column that cannot be used (shared by :mod:`helpers.data` and
-:mod:`helpers.hub_data`)."""
+"""The course's own errors, each with a message that says what to do: about data (a file, a row or a column that
+cannot be used; :mod:`helpers.data`, :mod:`helpers.hub_data`), about output paths, and about loading a model."""
 
 from __future__ import annotations
 
@@ -23,3 +23,7 @@ class RowError(DataError):
 class OutputPathError(ValueError):
     """A path the course was asked to write to that holds something it did not write (a file, a link, a folder of
     the user's): the course refuses to replace it, before any work, and the message says what to do."""
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says what to do."""

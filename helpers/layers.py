@@ -17,12 +17,15 @@ from __future__ import annotations
 LESSON = ("bnb", "comparison", "data", "dpo", "evaluation", "grpo", "hub_data", "measure", "models", "plots", "qlora",
           "quant", "serving", "skills", "stats", "text", "training")
 BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "hardware", "hub_fixtures",
-         "isolated", "layers", "manifests", "paths", "pipeline", "processes", "profiles", "results")
+         "isolated", "layers", "manifests", "model_cache", "paths", "pipeline", "processes", "profiles", "results")
 
 BUILD_API = {
     "__init__": ("Profile", "get_profile", "setup"),
     "profiles": ("PROFILES", "Profile", "get_profile", "takes_profile"),
-    "errors": ("DataError", "OutputPathError", "RowError"),
+    "errors": ("DataError", "ModelLoadError", "OutputPathError", "RowError"),
+    # where the profile's model is (a cached folder, or a Hub id) and what identifies its weights
+    "model_cache": ("INSTALL_HINT", "base_fingerprint", "model_path", "packaged_gguf", "packaged_model_dir",
+                    "tiny_model_dir"),
     "paths": ("DATA_DIR", "REPO_ROOT", "artifacts_root", "figures_dir", "outputs_dir", "results_dir",
               # the folder checks behind the lessons' error messages
               "as_sentence", "check_replaceable", "local_folder_problem", "read_config_json", "saved_model_problem"),
@@ -41,9 +44,6 @@ CROSSINGS = {
     # once notebook 01's cell calls it there
     "helpers/training.py": ("artifacts.ROW_CODE", "artifacts.artifact", "artifacts.content_hash",
                             "artifacts.files_source", "artifacts.rows_hash", "artifacts.verify", "paths.fingerprint"),
-    # the model cache (packaged_model_dir, tiny_model_dir, base_fingerprint) moves to the build layer
-    "helpers/models.py": ("paths.atomic_folder", "paths.cache_dir", "paths.damaged_files", "paths.file_checksums",
-                          "paths.fingerprint"),
     # lesson cells that name manifests, fingerprints or child processes: to the pipeline's hand-overs
     "notebooks/01_sft_lora.ipynb": ("artifacts.artifact",),
     "notebooks/02_dpo.ipynb": ("paths.fingerprint", "pipeline.dpo_reuse_line", "pipeline.dpo_run_inputs"),

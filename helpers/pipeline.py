@@ -250,7 +250,8 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
     if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
         raise QuantError(problem)
     inputs = config_inputs(model_dir, config, calibration, awq_clip, awq_clip_tokens, quantize_with)
-    folder = outputs_dir("quantized", profile.name) / f"{method}_w{config.bits}_g{config.group_size}_{content_hash(inputs, 10)}"
+    name = f"{method}_w{config.bits}_g{config.group_size}_{content_hash(inputs, 10)}"
+    folder = outputs_dir("quantized", profile.name) / name
     what = f"{method.upper()} w{config.bits} checkpoint"
     if reusable(folder, inputs, what):
         return folder, read_manifest(folder)["seconds"]

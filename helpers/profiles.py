@@ -54,7 +54,7 @@ MODEL_SHAPES: dict[str, dict] = {
                                             "widths": (960, 2560)},
     "HuggingFaceTB/SmolLM2-1.7B-Instruct": {"params": 1_711_376_384, "hidden": 2048, "layers": 24, "vocab": 49152,
                                             "widths": (2048, 8192)},
-    # the tiny random Llama (helpers.models.TINY_CONFIG): hidden 64, MLP 192
+    # the tiny random Llama (helpers.model_cache.TINY_CONFIG): hidden 64, MLP 192
     "tiny-random-llama": {"widths": (64, 192)},
 }
 

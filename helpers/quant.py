@@ -6,8 +6,9 @@ From-scratch miniatures, one layer at a time, each checked against the library i
 - :func:`gptq_quantize`: GPTQ's column-by-column quantization with error feedback through the inverse Hessian.
 - :func:`awq_quantize`: AWQ's activation-aware per-channel scaling, searched on calibration activations.
 
-Whole-model quantization goes through GPTQModel (:func:`gptqmodel_quantize`), the maintained successor of
-AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at the same bits and group size.
+Whole-model quantization goes through GPTQModel (:func:`quantize_model`, run by :func:`run_quantization`), the
+maintained successor of AutoGPTQ and AutoAWQ; :func:`rtn_model` builds the round-to-nearest baseline at the same
+bits and group size.
 """
 
 from __future__ import annotations
@@ -462,7 +463,8 @@ def kernel_dtype() -> torch.dtype:
 @contextmanager
 def torch_kernels_allow_fp32(dtype: torch.dtype):
     """Let GPTQModel quantize GPTQ in fp32 (only when ``dtype`` is fp32): it packs the result into its torch
-    kernel's layer, whose declared dtypes are fp16 and bf16 only. Used only inside the quantization child; the
+    kernel's layer, whose declared dtypes are fp16 and bf16 only. Used only while quantizing
+    (:func:`run_quantization`); the
     saved checkpoint is the same format as a 16-bit one. Loading for inference stays within the declared dtypes
     (:func:`kernel_dtype`)."""
     if dtype != torch.float32:

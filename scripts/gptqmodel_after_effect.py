@@ -5,8 +5,9 @@
 
 Prints one JSON line: the median seconds of a `cpu`-profile forward pass (8 passages of 256 tokens, in the profile's
 precision) in three rounds before and three after, the CPU affinity, torch's thread count, the number of Python
-threads and the fp32 matrix-product rate before and after. This is the measurement behind the child process of
-`helpers.quant.gptqmodel_quantize` (notes/under_the_hood.md); run both modes in turn on a quiet machine.
+threads and the fp32 matrix-product rate before and after. This is the measurement behind the choice to quantize in
+the notebook's own process (`helpers.quant.run_quantization`, notes/under_the_hood.md); run both modes in turn on a
+quiet machine.
 """
 
 from __future__ import annotations
@@ -50,15 +51,9 @@ def main(mode: str) -> dict:
     forward_seconds(2)   # warm-up
     before, state_before = [forward_seconds() for _ in range(3)], state()
     if mode == "quantize":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from quantize import quantize
-
-        with tempfile.TemporaryDirectory() as out:   # scripts/quantize.py's function, as notebook 03's child runs it
-            args = dict(model_dir=str(model_path(profile)), out_dir=str(Path(out) / "gptq_w4"), method="gptq", bits=4,
-                        group_size=64, calibration=quant.calibration_texts(profile, "stdlib", tok),
-                        dtype=str(quant.default_dtype("gptq")).removeprefix("torch."),
-                        config_kwargs=dict(sym=True, desc_act=False))
-            seconds = quantize(**args)
+        with tempfile.TemporaryDirectory() as out:   # in this process, as notebooks 03 and 04 quantize
+            seconds = quant.gptqmodel_quantize(model_path(profile), Path(out) / "gptq_w4", "gptq", 4, 64,
+                                               quant.calibration_texts(profile, "stdlib", tok), sym=True, desc_act=False)
     else:
         time.sleep(seconds := 60.0)
     after, state_after = [forward_seconds() for _ in range(3)], state()

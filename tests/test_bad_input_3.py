@@ -18,7 +18,8 @@ from helpers import hub_data, pipeline, quant, serving, skills, text
 from helpers.data import DataError
 from helpers.errors import OutputPathError
 from helpers.evaluation import EvalInputError, perplexity
-from helpers.models import ModelLoadError, _cache_problem, _valid_cache, load_model, tiny_model_dir
+from helpers.model_cache import _cache_problem, _valid_cache
+from helpers.models import ModelLoadError, load_model, tiny_model_dir
 from helpers.paths import REPO_ROOT
 from helpers.profiles import PROFILES, ProfileError, ProfileTypeError, get_profile
 from helpers.skills import CheckerInputError, check_answer, mentions_answer
