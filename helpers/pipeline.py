@@ -242,9 +242,9 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
 
     from .paths import atomic_folder
     from .processes import follow_log
-    from .quant import QuantError, awq_clip_problem, check_calibration, check_inputs, run_quantization
+    from .quant import QuantError, awq_clip_problem, check_calibration, check_inputs, check_quantize_call, run_quantization
 
-    method = _method(config)
+    method = check_quantize_call(config, quantize_with)   # GPTQModel's config and a function of the right shape
     check_calibration(calibration)
     check_inputs(model_dir, method, config.bits, config.group_size)
     if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):

@@ -648,6 +648,40 @@ def code_key_of(node) -> str:
     return ast.dump(node.args) + "".join(ast.dump(stmt) for stmt in body)
 
 
+def check_quantize_call(config, quantize_with=None) -> str:
+    """The method ("gptq" or "awq") of ``config`` after checking that it is one of GPTQModel's configs and that
+    ``quantize_with`` (when given) can be called as :func:`quantize_model` is; raises :class:`QuantError` saying what
+    to pass instead. Takes milliseconds, before a model is loaded."""
+    import inspect
+
+    from gptqmodel.quantization.config import BaseQuantizeConfig
+
+    if not isinstance(config, BaseQuantizeConfig):
+        hint = (" transformers' GPTQConfig/AwqConfig describe a checkpoint to load, not a quantization GPTQModel runs;"
+                if type(config).__module__.startswith("transformers") else "")
+        raise QuantError(f"config is a {type(config).__module__}.{type(config).__name__};{hint} pass GPTQModel's own: "
+                         "from gptqmodel.quantization.config import GPTQConfig, AWQConfig; "
+                         "config = GPTQConfig(bits=4, group_size=64).")
+    method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
+    if method not in METHODS:
+        raise QuantError(f"config asks for {method!r}; the course quantizes with {' or '.join(METHODS)} "
+                         "(GPTQConfig or AWQConfig).")
+    check_settings(config.bits, config.group_size)
+    if quantize_with is not None:
+        if not callable(quantize_with):
+            raise QuantError(f"quantize_with is a {type(quantize_with).__name__}, not a function: pass the function "
+                             "itself (quantize_model, without parentheses).")
+        try:
+            inspect.signature(quantize_with).bind("model_dir", "out_dir", config, [], None, None)
+        except TypeError as exc:
+            raise QuantError(f"{getattr(quantize_with, '__name__', 'quantize_with')} cannot be called as "
+                             "quantize_with(model_dir, out_dir, config, calibration, dtype, backend) "
+                             f"({exc}); keep those six parameters, as quantize_model has them.") from None
+        except ValueError:   # no signature to read (a builtin): let the call decide
+            pass
+    return method
+
+
 def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibration: Sequence[str], quantize_with=None,
                      dtype: torch.dtype | None = None, backend=None, awq_clip: bool = True,
                      awq_clip_tokens: int = 512) -> float:
@@ -663,7 +697,7 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
     import time
 
     configure_gptqmodel()
-    method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
+    method = check_quantize_call(config, quantize_with)
     dtype = dtype or default_dtype(method)
     backend = backend or default_backend(method, config.bits)
     check_backend(backend)
