@@ -32,7 +32,8 @@ META_KEY = "reference_run"
 NOTE_START, NOTE_END = "<!-- reference-run:start -->", "<!-- reference-run:end -->"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-PROGRESS_TEXT = re.compile(r"\d+%\|")   # a tqdm bar's text: "Loading weights:   0%|          | 0/272 ..."
+# a tqdm bar's text: "Loading weights:   0%|          | 0/272 ...", or one without a total: "Writing: 0it [00:00, ...]"
+PROGRESS_TEXT = re.compile(r"\d+%\||\d+it \[\d+:\d\d")
 BINARY_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 TIMING_KEYS = ("execution", "ExecuteTime")
 
