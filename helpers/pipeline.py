@@ -234,17 +234,17 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
     :func:`helpers.quant.quantize_model`) makes from ``config`` (a GPTQModel ``GPTQConfig`` or ``AWQConfig``), and
     the seconds it took: reused when a checkpoint from the same inputs exists (:func:`config_inputs`), else made
     now, in this process (:func:`helpers.quant.run_quantization`), into a temporary folder renamed when complete.
-    GPTQModel's own output goes to ``<folder>.log``; the notebook shows one progress bar per layer instead."""
+    GPTQModel's own output goes to ``<folder>.log``; the notebook shows one progress bar (decoder layers done)
+    instead."""
     import contextlib
-    import re
 
+    from tqdm.auto import tqdm
     from transformers import AutoConfig
 
     from .paths import atomic_folder
-    from .processes import follow_log
-    from .quant import QuantError, awq_clip_problem, check_calibration, check_inputs, run_quantization
+    from .quant import QuantError, awq_clip_problem, check_calibration, check_inputs, check_quantize_call, run_quantization
 
-    method = _method(config)
+    method = check_quantize_call(config, quantize_with)   # GPTQModel's config and a function of the right shape
     check_calibration(calibration)
     check_inputs(model_dir, method, config.bits, config.group_size)
     if method == "awq" and awq_clip and (problem := awq_clip_problem(model_dir)):
@@ -258,15 +258,23 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
     log_path = Path(f"{folder}.log")
     n_layers = AutoConfig.from_pretrained(str(model_dir)).num_hidden_layers
     desc = f"{method.upper()} w{config.bits} g{config.group_size}"
-    with follow_log(log_path, re.compile(r"Quantizing layer (\d+) of"), n_layers, desc, "layer", zero_based=True):
-        with atomic_folder(folder) as tmp, open(log_path, "a") as log:
+    bar = tqdm(total=n_layers, desc=desc, unit="layer")   # before the redirection: it draws in the notebook
+
+    def on_layer(index: int) -> None:
+        bar.n = min(n_layers, index + 1)
+        bar.refresh()
+
+    try:
+        with atomic_folder(folder) as tmp, open(log_path, "w") as log:
             try:
                 with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                     seconds = run_quantization(model_dir, tmp, config, calibration, quantize_with, awq_clip=awq_clip,
-                                               awq_clip_tokens=awq_clip_tokens)
+                                               awq_clip_tokens=awq_clip_tokens, on_layer=on_layer)
             except Exception as exc:
                 exc.add_note(f"GPTQModel's output for this quantization is in {log_path}.")
                 raise
+    finally:
+        bar.close()
     write_manifest(folder, inputs, seconds=seconds)
     print(f"{desc}: made in {seconds:.0f} s (load, quantize, save); GPTQModel's output is in {log_path}")
     return folder, seconds

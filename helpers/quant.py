@@ -392,6 +392,8 @@ def configure_gptqmodel() -> None:
     from gptqmodel.utils.logger import setup_logger
 
     setup_logger().setLevel(logging.WARNING)  # its INFO lines (kernel choices, tables) say nothing to a student
+    # GPTQModel's tokenizer helper calls logging.basicConfig(level=INFO) when imported: its notes would print
+    logging.getLogger("tokenicer").setLevel(logging.WARNING)
 
 
 def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
@@ -648,14 +650,61 @@ def code_key_of(node) -> str:
     return ast.dump(node.args) + "".join(ast.dump(stmt) for stmt in body)
 
 
+def check_quantize_call(config, quantize_with=None) -> str:
+    """The method ("gptq" or "awq") of ``config`` after checking that it is one of GPTQModel's configs and that
+    ``quantize_with`` (when given) can be called as :func:`quantize_model` is; raises :class:`QuantError` saying what
+    to pass instead. Takes milliseconds, before a model is loaded."""
+    import inspect
+
+    from gptqmodel.quantization.config import BaseQuantizeConfig
+
+    if not isinstance(config, BaseQuantizeConfig):
+        hint = (" transformers' GPTQConfig/AwqConfig describe a checkpoint to load, not a quantization GPTQModel runs;"
+                if type(config).__module__.startswith("transformers") else "")
+        raise QuantError(f"config is a {type(config).__module__}.{type(config).__name__};{hint} pass GPTQModel's own: "
+                         "from gptqmodel.quantization.config import GPTQConfig, AWQConfig; "
+                         "config = GPTQConfig(bits=4, group_size=64).")
+    method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
+    if method not in METHODS:
+        raise QuantError(f"config asks for {method!r}; the course quantizes with {' or '.join(METHODS)} "
+                         "(GPTQConfig or AWQConfig).")
+    check_settings(config.bits, config.group_size)
+    if quantize_with is not None:
+        if not callable(quantize_with):
+            raise QuantError(f"quantize_with is a {type(quantize_with).__name__}, not a function: pass the function "
+                             "itself (quantize_model, without parentheses).")
+        try:
+            inspect.signature(quantize_with).bind("model_dir", "out_dir", config, [], None, None)
+        except TypeError as exc:
+            raise QuantError(f"{getattr(quantize_with, '__name__', 'quantize_with')} cannot be called as "
+                             "quantize_with(model_dir, out_dir, config, calibration, dtype, backend) "
+                             f"({exc}); keep those six parameters, as quantize_model has them.") from None
+        except ValueError:   # no signature to read (a builtin): let the call decide
+            pass
+    return method
+
+
+class _LayerDone:
+    """GPTQModel's layer callback (``layer_complete``), calling ``on_layer(index)`` once per finished layer."""
+
+    def __init__(self, on_layer):
+        self.on_layer = on_layer
+
+    def layer_complete(self, layer_idx: int, submodule_finalized: bool) -> None:
+        if submodule_finalized and isinstance(layer_idx, int):
+            self.on_layer(layer_idx)
+
+
 def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibration: Sequence[str], quantize_with=None,
                      dtype: torch.dtype | None = None, backend=None, awq_clip: bool = True,
-                     awq_clip_tokens: int = 512) -> float:
+                     awq_clip_tokens: int = 512, on_layer=None) -> float:
     """Call ``quantize_with(model_dir, out_dir, config, calibration, dtype, backend)`` (default
     :func:`quantize_model`) in this process, with what GPTQModel needs on this machine around it: fp32 allowed in
     its CPU kernels when the profile computes in fp32 (:func:`torch_kernels_allow_fp32`), AWQ's clipping search on,
     off or cheaper (:func:`awq_clip_search`), memory freed afterwards. Returns the seconds the call took (load,
     quantize and save). ``dtype`` and ``backend`` default to :func:`default_dtype` and :func:`default_backend`.
+    ``on_layer(index)`` is called as GPTQModel finishes each decoder layer (its ``layer_callback``), for a progress
+    bar: GPTQModel's own bars draw nothing in a notebook kernel whose output is not a terminal.
 
     Earlier versions ran this in a child process, because an in-process quantization once slowed what the notebook
     computed afterwards; measured again with GPTQModel 7.6, it did not (``notes/under_the_hood.md``)."""
@@ -663,16 +712,33 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
     import time
 
     configure_gptqmodel()
-    method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
+    method = check_quantize_call(config, quantize_with)
     dtype = dtype or default_dtype(method)
     backend = backend or default_backend(method, config.bits)
     check_backend(backend)
     clip = awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else contextlib.nullcontext()
     start = time.perf_counter()
+    # GPTQModel draws its progress with logbar, which in a notebook kernel writes to the cell through IPython's
+    # display (past any redirection of stdout); plain text instead, which the pipeline keeps in a log
+    plain, saved = "LOGBAR_DISABLE_NOTEBOOK_DETECTION", os.environ.get("LOGBAR_DISABLE_NOTEBOOK_DETECTION")
+    os.environ[plain] = "1"
+    from gptqmodel.models.base import BaseQModel
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()   # save_pretrained's "Writing model shards" bar would draw in the cell
+    BaseQModel.layer_callback = _LayerDone(on_layer) if on_layer else None   # read by GPTQModel's ModuleLooper
     try:
         with torch_kernels_allow_fp32(dtype), clip:
             (quantize_with or quantize_model)(model_dir, out_dir, config, list(calibration), dtype, backend)
     finally:
+        del BaseQModel.layer_callback
+        if bars:
+            hf_logging.enable_progress_bar()
+        if saved is None:
+            os.environ.pop(plain, None)
+        else:
+            os.environ[plain] = saved
         gc.collect()   # GPTQModel's model goes with the function's frame; give its memory back now
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

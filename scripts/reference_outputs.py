@@ -10,6 +10,8 @@ come from the current code (tests/test_reference_outputs.py).
 
     python scripts/reference_outputs.py check                      # stale cells per notebook; exit 1 if any
     python scripts/reference_outputs.py clean notebooks/05_*.ipynb # scrub a notebook's outputs in place
+    python scripts/reference_outputs.py reclean                    # the outputs again from outputs/executed/,
+                                                                   # after a change to clean()
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ REFERENCE_PROFILE = "cpu"
 META_KEY = "reference_run"
 NOTE_START, NOTE_END = "<!-- reference-run:start -->", "<!-- reference-run:end -->"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# a tqdm bar's text: "Loading weights:   0%|          | 0/272 ...", or one without a total: "Writing: 0it [00:00, ...]"
+PROGRESS_TEXT = re.compile(r"\d+%\||\d+it \[\d+:\d\d")
 BINARY_MIMES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 TIMING_KEYS = ("execution", "ExecuteTime")
 
@@ -141,13 +146,33 @@ def _merged_streams(outputs: list) -> list:
     return merged
 
 
+def widget_text(state: dict, model_id: str | None) -> str | None:
+    """The final state of a tqdm bar drawn as a widget (an HBox of description, progress and counts), as the text
+    tqdm prints in a terminal, from the notebook's saved widget state; ``None`` when the state was not saved or the
+    widget is not such a bar."""
+    import html
+
+    box = state.get(model_id or "", {})
+    children = [state.get(str(c).removeprefix("IPY_MODEL_"), {}) for c in box.get("state", {}).get("children", [])]
+    if box.get("model_name") != "HBoxModel" or [c.get("model_name") for c in children] != [
+            "HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, bar, right = (c.get("state", {}) for c in children)
+    value, top = bar.get("value") or 0, bar.get("max") or 0
+    filled = round(10 * value / top) if top else 0
+    text = f"{html.unescape(left.get('value', ''))}|{'█' * filled}{' ' * (10 - filled)}|{html.unescape(right.get('value', ''))}"
+    return text.replace("\u2007", " ")
+
+
 def clean(nb, root: Path | str = ROOT):
     """``nb`` (an nbformat notebook or its JSON dict; changed in place and returned) with outputs fit to commit:
     machine paths shortened (``.`` for the repository, ``<site-packages>``, ``~``, ``<tmp>``, ...), progress bars
-    collapsed to their final state and ANSI escapes removed in streams, widget views dropped (their text/plain
-    fallback kept), timing metadata dropped; images and HTML/plain tables are kept."""
+    collapsed to their final state and ANSI escapes removed in streams, widget views dropped (a progress bar's
+    text shows its final state, read from the saved widget state; a bar whose state was not saved is dropped, as its
+    text would show it at 0%; other text fallbacks are kept), timing metadata dropped; images and HTML/plain tables
+    are kept."""
     pairs = path_replacements(root)
-    nb.get("metadata", {}).pop("widgets", None)
+    state = ((nb.get("metadata", {}).pop("widgets", None) or {}).get(WIDGET_STATE) or {}).get("state") or {}
     for cell in nb["cells"]:
         for key in TIMING_KEYS:
             cell.get("metadata", {}).pop(key, None)
@@ -162,7 +187,13 @@ def clean(nb, root: Path | str = ROOT):
                     continue
             elif kind in ("display_data", "execute_result"):
                 data = out.get("data", {})
-                data.pop(WIDGET_MIME, None)
+                view = data.pop(WIDGET_MIME, None)
+                if view is not None and "text/plain" in data:
+                    final = widget_text(state, view.get("model_id"))
+                    if final is not None:
+                        data["text/plain"] = final
+                    elif PROGRESS_TEXT.search(_text(data["text/plain"])):
+                        continue   # a bar frozen at its first draw says nothing true
                 if not data:
                     continue
                 for mime in list(data):
@@ -265,10 +296,35 @@ def write(nb, path: Path) -> None:
     tmp.replace(path)
 
 
+def reclean(nb, executed) -> int:
+    """Replace the outputs of ``nb``'s code cells with :func:`clean`'s version of the same run's executed copy
+    (``outputs/executed/``, which keeps what cleaning drops), cell by cell where the source is the same: for when
+    the cleaning itself changed. Returns the number of cells changed; the run's label and hashes stay."""
+    fresh = clean(copy.deepcopy(executed), ROOT)
+    changed = 0
+    for cell, new in zip(nb["cells"], fresh["cells"]):
+        if cell["cell_type"] == "code" and _text(cell["source"]) == _text(new["source"]) \
+                and cell.get("outputs") != new.get("outputs"):
+            cell["outputs"], changed = new["outputs"], changed + 1
+    return changed
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("check", "clean"):
-        print("usage: python scripts/reference_outputs.py check [notebook ...] | clean notebook ...")
+    if not argv or argv[0] not in ("check", "clean", "reclean"):
+        print("usage: python scripts/reference_outputs.py check [notebook ...] | clean notebook ... | "
+              "reclean [notebook ...]")
         return 2
+    if argv[0] == "reclean":   # the committed outputs again from outputs/executed/, with today's clean()
+        for path in [Path(a) for a in argv[1:]] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            executed = ROOT / "outputs" / "executed" / path.name
+            if not executed.is_file():
+                print(f"{path.name}: no executed copy at {executed.relative_to(ROOT)}; run it with make run")
+                continue
+            nb = _load(path)
+            n = reclean(nb, _load(executed))
+            write(nb, path)
+            print(f"{path.name}: {n} cell(s) with outputs cleaned again from {executed.relative_to(ROOT)}")
+        return 0
     if argv[0] == "clean":
         if len(argv) < 2:
             print("clean needs the notebook(s) to scrub, e.g. "

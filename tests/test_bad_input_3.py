@@ -311,3 +311,37 @@ def test_profile_messages_say_what_to_do():
     with pytest.raises(ProfileTypeError, match=r"needs a Profile, got int 3; pass the one helpers.profiles."
                                                r"get_profile\(\) returns"):
         quant.calibration_texts(3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("transformers config", r"transformers' GPTQConfig/AwqConfig describe a checkpoint to load.*from gptqmodel"),
+    ("dict", r"config is a builtins.dict; pass GPTQModel's own"),
+    ("a string for the function", r"quantize_with is a str, not a function: pass the function itself"),
+    ("a function of another shape", r"cannot be called as quantize_with\(model_dir, out_dir, config, calibration"),
+    ("bits", r"5-bit weights are not supported here"),
+])
+def test_quantized_with_refuses_a_config_or_function_it_cannot_use(case, message, tmp_path, monkeypatch):
+    """Notebooks 03 and 04 hand the pipeline their own config object and quantizing function: a student who imports
+    transformers' GPTQConfig (the one for loading), passes the function's name or result, or changes its parameters
+    is told what to pass, before a model is loaded or a folder written."""
+    from gptqmodel.quantization.config import GPTQConfig
+    from transformers import GPTQConfig as TransformersGPTQConfig
+
+    from helpers import pipeline, quant
+
+    monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path / "artifacts"))
+    config, quantize_with = GPTQConfig(bits=4, group_size=32), quant.quantize_model
+    if case == "transformers config":
+        config = TransformersGPTQConfig(bits=4, group_size=32)
+    elif case == "dict":
+        config = {"bits": 4, "group_size": 32}
+    elif case == "a string for the function":
+        quantize_with = "quantize_model"
+    elif case == "a function of another shape":
+        quantize_with = lambda model_dir, config: None   # noqa: E731
+    elif case == "bits":
+        config = GPTQConfig(bits=4, group_size=32)
+        config.bits = 5
+    with pytest.raises(quant.QuantError, match=message):
+        pipeline.quantized_with(get_profile("tiny"), tiny_model_dir(), config, ["some calibration text"], quantize_with)
+    assert not (tmp_path / "artifacts" / "outputs" / "quantized").exists()

@@ -456,3 +456,35 @@ def test_gguf_model_rounds_only_the_decoder_layers_and_gives_the_format_bits():
     assert [quant.gguf_bits_per_weight(t) for t in quant.GGUF_TYPES] == [4.5, 5.0, 8.5]
     with pytest.raises(quant.QuantError, match="Unknown GGUF type"):
         quant.gguf_model(model, "Q2_K")
+
+
+def test_in_a_notebook_kernel_gptqmodels_output_goes_to_the_log_not_the_cell(tmp_path):
+    """GPTQModel draws progress with logbar, which in a Jupyter kernel writes through IPython's display, past any
+    redirection of stdout. In a real kernel, a quantization through the pipeline leaves the cell with our one
+    progress bar (at its end: every layer done) and one line, and GPTQModel's output in the log."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    code = f"""
+import os
+os.environ["COURSE_ARTIFACTS"] = {str(tmp_path / "artifacts")!r}
+os.environ.pop("PYTEST_CURRENT_TEST", None)   # as in a student's kernel: GPTQModel draws nothing under pytest
+from helpers import get_profile, models, pipeline, text
+folder, seconds = pipeline.quantized(get_profile("tiny"), models.tiny_model_dir(), "gptq", 4, 32,
+                                     text.stdlib_samples("calibration", 4))
+print("log:", f"{{folder}}.log")
+"""
+    nb = new_notebook(cells=[new_code_cell(code)])
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(Path(__file__).resolve().parent.parent)}}).execute()
+    outputs = nb.cells[0].outputs
+    text_out = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "quantize_config" not in text_out and "tokenicer" not in text_out and "Writing model shards" not in \
+        text_out, text_out[-2000:]
+    bars = [o.data["text/plain"] for o in outputs if o.get("output_type") == "display_data"]
+    assert len(bars) == 1 and bars[0].startswith("GPTQ w4 g32"), bars
+    widgets = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    assert {(m["state"].get("value"), m["state"].get("max")) for m in widgets.values()
+            if m["model_name"] == "FloatProgressModel"} == {(2.0, 2.0)}    # tiny's 2 layers, both reported done
+    log = Path(text_out.split("log: ")[1].split()[0])
+    assert "Content of saved `config.json`" in log.read_text(errors="ignore")

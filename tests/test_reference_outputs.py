@@ -5,6 +5,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -44,7 +45,11 @@ def synthetic(root: Path):
     messages with colours, a widget view, a figure, an HTML table, timing metadata."""
     site = sysconfig.get_paths()["purelib"]
     home = os.path.expanduser("~")
-    nb = new_notebook(metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}}})
+    bar = {"b1": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_h1", "IPY_MODEL_p1", "IPY_MODEL_h2"]}},
+           "h1": {"model_name": "HTMLModel", "state": {"value": "Loading\u2007weights:\u2007100%"}},
+           "p1": {"model_name": "FloatProgressModel", "state": {"value": 3.0, "max": 3.0}},
+           "h2": {"model_name": "HTMLModel", "state": {"value": "\u20073/3\u2007[00:01&lt;00:00]"}}}
+    nb = new_notebook(metadata={"widgets": {"application/vnd.jupyter.widget-state+json": {"state": bar}}})
     nb.cells = [
         new_markdown_cell("# 99 · Test\n\n<!-- colab-install:start -->\nInstall notice.\n<!-- colab-install:end -->"),
         new_code_cell("print(paths)", execution_count=1, outputs=[
@@ -63,6 +68,14 @@ def synthetic(root: Path):
             new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a1"},
                                              "text/plain": "Loading: 100%|##########| 3/3"}),
             new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a2"}}),
+            new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "b1"},
+                                             "text/plain": "Loading weights:   0%|          | 0/3 [00:00<?, ?it/s]"}),
+            new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "gone"},
+                                             "text/plain": "score:   0%|          | 0/19 [00:00<?, ?it/s]"}),
+            new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "gone2"},
+                                             "text/plain": "Writing model shards: 0it [00:00, ?it/s]"}),
+            new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "a3"},
+                                             "text/plain": "VBox(children=(Label(value='a widget'),))"}),
             new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure size 640x480 with 1 Axes>"}),
             new_output("execute_result", execution_count=3,
                        data={"text/html": f"<table><tr><td>{root}/results/x.json</td></tr></table>",
@@ -95,11 +108,14 @@ def test_clean_scrubs_paths_progress_bars_widgets_and_timing(tmp_path):
     # the three redraws of the bar are one line, its final state, without colours; stdout stays apart
     assert [(o.name, o.text) for o in train.outputs] == [("stderr", "100%|##########| 10/10 [00:02<00:00]\n"),
                                                          ("stdout", "loss 1.23\n")]
-    # widget views dropped (the one with a text fallback keeps it), the figure and the table kept
-    assert [sorted(o.data) for o in show.outputs] == [["text/plain"], ["image/png", "text/plain"],
+    # widget views dropped: a progress bar shows its final state where it was saved and is dropped where it was
+    # not (its text would say 0%); another widget keeps its text; the figure and the table kept
+    assert [sorted(o.data) for o in show.outputs] == [["text/plain"], ["text/plain"], ["image/png", "text/plain"],
                                                       ["text/html", "text/plain"]]
-    assert show.outputs[1].data["image/png"] == PNG
-    assert "./results/x.json" in show.outputs[2].data["text/html"]
+    assert show.outputs[0].data["text/plain"] == "Loading weights: 100%|██████████| 3/3 [00:01<00:00]"
+    assert show.outputs[1].data["text/plain"] == "VBox(children=(Label(value='a widget'),))"
+    assert show.outputs[2].data["image/png"] == PNG
+    assert "./results/x.json" in show.outputs[3].data["text/html"]
     assert fail.outputs[0].evalue == "bad file ./data/x.csv"
     assert "<site-packages>/torch/nn/modules/module.py" in fail.outputs[0].traceback[0]
     assert "widgets" not in nb.metadata
@@ -114,6 +130,18 @@ def test_clean_handles_raw_json_with_lists_of_lines(tmp_path):
     assert isinstance(raw["cells"][1]["outputs"][0]["text"], list)
     text = all_output_text(nbformat.from_dict(ro.clean(raw, root)))
     assert "./outputs/sft_lora/tiny" in text and not ro.MACHINE_PATH.search(text)
+
+
+def test_reclean_takes_the_outputs_again_from_the_executed_copy_where_the_code_is_the_same(tmp_path):
+    root = tmp_path / "llm-course-kit"
+    executed = synthetic(root)
+    committed = ro.stamp(ro.clean(copy.deepcopy(executed), root), INFO)
+    for cell in committed.cells[1:]:
+        cell.outputs = []                                 # what an older clean() left
+    committed.cells[2].source = "train(steps=5)"          # edited since: its (empty) outputs stay
+    assert ro.reclean(committed, executed) == 3
+    assert all(committed.cells[i].outputs for i in (1, 3, 4)) and not committed.cells[2].outputs
+    assert committed.metadata[ro.META_KEY] == INFO
 
 
 def test_collapse_progress_keeps_plain_lines():
@@ -230,6 +258,17 @@ def test_sync_scripts_keep_outputs_metadata_and_the_note(tmp_path):
 def test_committed_outputs_come_from_the_current_code(path):
     """Fails until `make run` on the cpu profile has written the reference outputs, and after any code cell changes."""
     assert_outputs_current(path)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_outputs_show_no_progress_bar_frozen_at_its_first_draw(path):
+    """A widget's text fallback is its first draw: a bar at 0% reads as a stalled run. scripts/reference_outputs.py
+    shows the final state instead, or drops the bar."""
+    nb = nbformat.read(path, as_version=4)
+    frozen = [(i, out.data["text/plain"][:60]) for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+              for out in cell.outputs if out.get("output_type") == "display_data"
+              and re.search(r"(?<!\d)0%\||(?<!\d)0it \[", ro._text(out.get("data", {}).get("text/plain", "")))]
+    assert not frozen, f"{path.name}: progress bars shown at their first draw: {frozen[:5]}"
 
 
 @pytest.mark.parametrize("text,leak", [
