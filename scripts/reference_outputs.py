@@ -12,6 +12,8 @@ come from the current code (tests/test_reference_outputs.py).
     python scripts/reference_outputs.py clean notebooks/05_*.ipynb # scrub a notebook's outputs in place
     python scripts/reference_outputs.py reclean                    # the outputs again from outputs/executed/,
                                                                    # after a change to clean()
+    python scripts/reference_outputs.py reclean --drop-bars NB...  # outputs/executed/ holds another run of NB:
+                                                                   # only drop the bars shown at their first draw
 """
 
 from __future__ import annotations
@@ -309,18 +311,39 @@ def reclean(nb, executed) -> int:
     return changed
 
 
+FROZEN_BAR = re.compile(r"(?<!\d)0%\||(?<!\d)0it \[")
+
+
+def drop_frozen_bars(nb) -> int:
+    """Drop the outputs that are only a progress bar's first draw (text left by an older :func:`clean`, with no
+    executed copy of that run to take the final state from); returns how many."""
+    dropped = 0
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        keep = [o for o in cell.get("outputs", []) if not (
+            o.get("output_type") == "display_data" and set(o.get("data", {})) == {"text/plain"}
+            and FROZEN_BAR.search(_text(o["data"]["text/plain"])))]
+        dropped += len(cell.get("outputs", [])) - len(keep)
+        cell["outputs"] = keep
+    return dropped
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("check", "clean", "reclean"):
         print("usage: python scripts/reference_outputs.py check [notebook ...] | clean notebook ... | "
               "reclean [notebook ...]")
         return 2
     if argv[0] == "reclean":   # the committed outputs again from outputs/executed/, with today's clean()
-        for path in [Path(a) for a in argv[1:]] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        drop_bars, names = "--drop-bars" in argv, [a for a in argv[1:] if a != "--drop-bars"]
+        for path in [Path(a) for a in names] or sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
             executed = ROOT / "outputs" / "executed" / path.name
-            if not executed.is_file():
-                print(f"{path.name}: no executed copy at {executed.relative_to(ROOT)}; run it with make run")
-                continue
             nb = _load(path)
+            if drop_bars or not executed.is_file():   # no executed copy of the run these outputs come from
+                n = drop_frozen_bars(nb)
+                write(nb, path)
+                print(f"{path.name}: {n} progress bar(s) shown at their first draw dropped (no executed copy used)")
+                continue
             n = reclean(nb, _load(executed))
             write(nb, path)
             print(f"{path.name}: {n} cell(s) with outputs cleaned again from {executed.relative_to(ROOT)}")

@@ -282,3 +282,15 @@ def test_committed_outputs_show_no_progress_bar_frozen_at_its_first_draw(path):
 def test_machine_path_pattern(text, leak):
     """The pattern tests/test_notebooks_static.py uses on committed outputs: it catches what clean removes."""
     assert bool(ro.MACHINE_PATH.search(text)) == leak
+
+
+def test_drop_frozen_bars_removes_only_a_bars_first_draw():
+    nb = new_notebook(cells=[new_code_cell("x", outputs=[
+        new_output("display_data", data={"text/plain": "score:   0%|          | 0/19 [00:00<?, ?it/s]"}),
+        new_output("display_data", data={"text/plain": "Writing model shards: 0it [00:00, ?it/s]"}),
+        new_output("display_data", data={"text/plain": "GPTQ w4: 100%|██████████| 30/30 [01:28<00:00]"}),
+        new_output("display_data", data={"text/plain": "score: 0%|", "text/html": "<b>a table</b>"}),
+        new_output("stream", name="stdout", text="accuracy 10%| of 20\n")])])
+    assert ro.drop_frozen_bars(nb) == 2
+    assert [o.get("data", {}).get("text/plain", o.get("text")) for o in nb.cells[0].outputs] == [
+        "GPTQ w4: 100%|██████████| 30/30 [01:28<00:00]", "score: 0%|", "accuracy 10%| of 20\n"]
