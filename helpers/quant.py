@@ -667,7 +667,7 @@ def check_quantize_call(config, quantize_with=None) -> str:
     method = str(getattr(config.quant_method, "value", config.quant_method)).lower()
     if method not in METHODS:
         raise QuantError(f"config asks for {method!r}; the course quantizes with {' or '.join(METHODS)} "
-                         "(GPTQConfig or AWQConfig).")
+                         "(GPTQConfig or AWQConfig): use one of those two configs.")
     check_settings(config.bits, config.group_size)
     if quantize_with is not None:
         if not callable(quantize_with):
@@ -678,7 +678,7 @@ def check_quantize_call(config, quantize_with=None) -> str:
         except TypeError as exc:
             raise QuantError(f"{getattr(quantize_with, '__name__', 'quantize_with')} cannot be called as "
                              "quantize_with(model_dir, out_dir, config, calibration, dtype, backend) "
-                             f"({exc}); keep those six parameters, as quantize_model has them.") from None
+                             f"({exc}); give it those six parameters, as quantize_model has them.") from None
         except ValueError:   # no signature to read (a builtin): let the call decide
             pass
     return method
