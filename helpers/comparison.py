@@ -10,7 +10,7 @@ import pandas as pd
 
 from .evaluation import SkillReport
 from .paths import results_dir
-from .results import UNITS, read_results
+from .results import UNITS, read_results, weights_id
 
 # metric -> column name with its unit: the results vocabulary's labels, accuracies shown in %
 COLUMNS = {m: f"{label} (%)" if m.endswith("accuracy") else label for m, label in UNITS.items()}
@@ -325,12 +325,20 @@ def choose_calibration(metrics: Mapping[str, Mapping[str, float]], outcomes: Map
             "perplexity_clear": ppl_clear, "reason": reason}
 
 
-def calibration_choice(notebook: str, profile_name: str, model_fingerprint: str, folder: Path | None = None) -> dict:
-    """The calibration ``notebook`` (03 for GPTQ, 04 for AWQ) measured best on these weights and this profile
-    (:func:`choose_calibration`), or, when it has not, docstrings (``stdlib``, the notebooks' default), saying so."""
+def earlier_record(notebook: str, profile_name: str, weights, folder: Path | None = None) -> dict | None:
+    """``results/<notebook>.json`` when that notebook measured on this profile and on these weights (a model folder,
+    or :func:`helpers.results.weights_id` of one), else ``None``: what a later notebook may take from it."""
     record = read_results(notebook, folder)
-    if (record and record["profile"] == profile_name and record["extra"].get("model_fingerprint") == model_fingerprint
-            and record["extra"].get("calibration_choice")):
+    if record and record["profile"] == profile_name and record["extra"].get("model_fingerprint") == weights_id(weights):
+        return record
+    return None
+
+
+def calibration_choice(notebook: str, profile_name: str, weights, folder: Path | None = None) -> dict:
+    """The calibration ``notebook`` (03 for GPTQ, 04 for AWQ) measured best on these weights (a model folder) and this
+    profile (:func:`choose_calibration`), or, when it has not, docstrings (``stdlib``, the notebooks' default), saying so."""
+    record = earlier_record(notebook, profile_name, weights, folder)
+    if record and record["extra"].get("calibration_choice"):
         return record["extra"]["calibration_choice"]
     return {"source": "stdlib", "variant": None,
             "reason": f"{notebook} has not compared calibrations on these weights (profile {profile_name}), so the "
@@ -356,10 +364,11 @@ def earlier_results(profile_name: str, folder: Path | None = None) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def measured_before(notebook: str, variant: str, profile_name: str, model_fingerprint: str,
+def measured_before(notebook: str, variant: str, profile_name: str, weights,
                     folder: Path | None = None) -> tuple[dict[str, float], str, dict] | None:
     """``(metrics, source, outcomes)`` of ``variant`` from ``results/<notebook>.json`` when that notebook measured it on
-    this profile and on these exact weights (the record's ``variant_fingerprints[variant]``, else its
+    this profile and on these exact weights (``weights``: a model folder, the profile for its base model, or
+    :func:`helpers.results.weights_id` of one; compared with the record's ``variant_fingerprints[variant]``, else its
     ``model_fingerprint``); otherwise ``None``, and the
     reason is printed, so the caller measures it itself."""
     record = read_results(notebook, folder)
@@ -368,7 +377,7 @@ def measured_before(notebook: str, variant: str, profile_name: str, model_finger
         problem = f"{notebook} has written no results yet"
     elif record["profile"] != profile_name:
         problem = f"{notebook}'s results are for profile '{record['profile']}'"
-    elif record["extra"].get("variant_fingerprints", {}).get(variant, record["extra"].get("model_fingerprint")) != model_fingerprint:
+    elif record["extra"].get("variant_fingerprints", {}).get(variant, record["extra"].get("model_fingerprint")) != weights_id(weights):
         problem = f"{notebook} measured other weights (the tuned model has changed since)"
     elif variant not in record["variants"]:
         problem = f"{notebook} has no variant '{variant}'"

@@ -16,7 +16,10 @@ Each function prints what it reused and from where, or what it builds and why.
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from transformers import PreTrainedTokenizerBase
 
@@ -154,6 +157,55 @@ def grpo_reuse_line(profile: Profile, sft_dir: Path, adapter: Path) -> str:
                        ("Notebook 07", "it trains", "grpo_merged"))
 
 
+def run_inputs(trainer, rows, base: str | Path) -> tuple[dict, str]:
+    """The manifest of the adapter ``trainer`` has just trained, read from what ran: its ``args`` (an ``SFTConfig``,
+    ``DPOConfig`` or ``GRPOConfig``), the LoRA config on ``trainer.model``, the ``rows`` it trained on, and ``base``
+    (notebook 01: the base model's id; 02 and 08: the SFT model's folder, by its weights fingerprint); and which
+    kind of run it was (``"sft"``, ``"dpo"`` or ``"grpo"``)."""
+    from trl import DPOConfig, GRPOConfig
+
+    from .training import recipe_settings
+
+    peft_config = trainer.model.peft_config["default"]
+    if isinstance(trainer.args, DPOConfig):
+        return dpo_run_inputs(trainer.args, peft_config, rows, Path(base)), "dpo"
+    if isinstance(trainer.args, GRPOConfig):
+        return grpo_run_inputs(trainer.args, peft_config, rows, Path(base)), "grpo"
+    return recipe_settings(str(base), peft_config, trainer.args, rows), "sft"
+
+
+@contextmanager
+def handover(folder: str | Path, trainer, rows, base: str | Path, profile: Profile) -> Iterator[Path]:
+    """Save the adapter ``trainer`` has just trained for the later notebooks: yields a temporary folder to save it into
+    (``trainer.model.save_pretrained(tmp)``); when the block ends, adds ``train_info.json`` (steps, seconds, losses)
+    and the manifest of what ran (:func:`run_inputs`), moves the folder into place as ``folder``, and prints whether
+    the later notebooks will reuse it: only when what ran is the profile's recipe (an edited config cell, or your own
+    rows, give an adapter they will not take for it, and they say which settings differ)."""
+    from .training import run_record
+
+    inputs, kind = run_inputs(trainer, rows, base)
+    with artifact(folder, inputs) as tmp:
+        yield tmp
+        record = {"profile": profile.name, **run_record(trainer)}
+        (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
+    print(reuse_line(profile, kind, Path(folder), base, getattr(trainer, "processing_class", None)))
+
+
+@takes_profile
+def reuse_line(profile: Profile, kind: str, adapter: Path, base: str | Path,
+               tokenizer: PreTrainedTokenizerBase | None = None) -> str:
+    """Whether the later notebooks will reuse the ``kind`` adapter saved at ``adapter`` (its manifest equals what the
+    profile's recipe records), and if not, which settings differ."""
+    from .training import run_settings
+
+    if kind == "sft":
+        return _reuse_line(run_settings(profile), adapter, "", "notebook 01",
+                           ("Notebooks 02-07", "they train", "sft_adapter"))
+    if kind == "dpo":
+        return dpo_reuse_line(profile, Path(base), adapter, tokenizer)
+    return grpo_reuse_line(profile, Path(base), adapter)
+
+
 @takes_profile
 def grpo_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None, build: bool = True) -> Path | None:
     """The SFT model with notebook 08's GRPO adapter merged in, as a full-precision folder.
@@ -281,5 +333,5 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
 
 
 __all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line",
-           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "quantized", "quantized_with",
+           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "handover", "run_inputs", "reuse_line", "quantized", "quantized_with",
            "quantize_inputs", "config_inputs"]

@@ -144,6 +144,23 @@ def peak_cuda_mb() -> float | None:
     return max(_PEAK_BEFORE_RESETS, torch.cuda.max_memory_allocated()) / 1e6
 
 
+def weights_id(weights) -> str:
+    """What identifies a model's weights in a results file: a model folder's content hash
+    (:func:`helpers.paths.fingerprint`), a profile's base model (:func:`helpers.model_cache.base_fingerprint`), or a
+    text that already is one (a string naming no folder)."""
+    from .profiles import Profile
+
+    if isinstance(weights, Profile):
+        from .model_cache import base_fingerprint
+
+        return base_fingerprint(weights)
+    if isinstance(weights, Path) or Path(str(weights)).is_dir():
+        from .paths import fingerprint
+
+        return fingerprint(weights)
+    return str(weights)
+
+
 def write_results(
     notebook: str,
     profile,
@@ -153,11 +170,17 @@ def write_results(
     variants: Mapping[str, Mapping[str, float]],
     extra: Mapping[str, Any] | None = None,
     folder: Path | None = None,
+    model_dir: str | Path | None = None,
+    variant_weights: Mapping[str, Any] | None = None,
 ) -> Path:
     """Validate and write ``results/<notebook>.json`` atomically; return its path.
 
     ``profile`` is the :class:`~helpers.profiles.Profile` the notebook ran with (or its name): the file records
-    its name, and :func:`runtime` (device, precision and why) in ``extra.runtime``."""
+    its name, and :func:`runtime` (device, precision and why) in ``extra.runtime``. ``model_dir``: the model folder
+    the variants were measured on (or made from); ``variant_weights``: the folder of a variant measured on other weights
+    (the profile itself for its base model). The file records which weights they were (:func:`weights_id`, as
+    ``extra.model_fingerprint`` and ``extra.variant_fingerprints``), so that a later notebook reuses a row only for the
+    same weights (:func:`helpers.comparison.measured_before`)."""
     from .profiles import Profile
 
     if not isinstance(profile, (str, Profile)):
@@ -175,7 +198,9 @@ def write_results(
         "variants": {k: {m: _rounded(v) for m, v in d.items() if v is not None}
                      for k, d in variants.items()},  # None = not measured here (e.g. peak CUDA memory on a CPU): left out
         "extra": {"python": platform.python_version(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "runtime": runtime(profile), **(extra or {})},
+                  "runtime": runtime(profile), **(extra or {}),
+                  **({"model_fingerprint": weights_id(model_dir)} if model_dir is not None else {}),
+                  **({"variant_fingerprints": {k: weights_id(v) for k, v in variant_weights.items()}} if variant_weights else {})},
     }
     validate(record)
     folder = folder or results_dir()

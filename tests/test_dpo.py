@@ -299,3 +299,71 @@ def test_the_reuse_line_names_what_differs(tmp_path):
     write_manifest(adapter, pipeline.dpo_run_inputs(SimpleNamespace(**config), training.lora_config(profile), pairs, sft_dir))
     line = pipeline.dpo_reuse_line(profile, sft_dir, adapter, tokenizer)
     assert "Not the profile's recipe" in line and "dpo_config.learning_rate" in line
+
+
+class _Trained(torch.nn.Linear):
+    """What pipeline.handover reads of a trained PEFT model: its LoRA config and its parameters."""
+
+    def __init__(self, peft_config):
+        super().__init__(2, 2)
+        self.peft_config = {"default": peft_config}
+
+
+def _trainer(args, peft_config, tokenizer):
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(global_step=args.max_steps, log_history=[{"loss": 1.0}])
+    return SimpleNamespace(args=args, model=_Trained(peft_config), state=state, processing_class=tokenizer,
+                           train_seconds=1.5)
+
+
+def test_handover_saves_what_ran_and_the_pipeline_refuses_an_edited_run(tmp_path, capsys):
+    """Notebook 02's save cell (pipeline.handover with its own DPOConfig, LoRA config and pairs) leaves an adapter that
+    the pipeline reuses for notebooks 03-07 only when the cell ran the profile's recipe: after an edited learning rate
+    (exercise 1) or other training pairs (your own data) it refuses it, and the cell's line says which setting
+    differs. Notebook 01's save, with its own SFTConfig, is what pipeline.sft_adapter reuses."""
+    import json
+
+    from helpers import data, pipeline, training
+    from helpers.artifacts import reusable
+    from helpers.models import load_tokenizer
+    from helpers.paths import outputs_dir
+    from notebook_code import assignment
+    from peft import LoraConfig
+    from trl import DPOConfig, SFTConfig
+
+    profile = get_profile("tiny")
+    tokenizer = load_tokenizer(profile)
+    sft_dir = tmp_path / "sft"
+    sft_dir.mkdir()
+    (sft_dir / "model.safetensors").write_bytes(b"weights")
+    scope = {"DPOConfig": DPOConfig, "profile": profile, "training": training, "outputs_dir": outputs_dir}
+    cell = assignment("02_dpo", "config", "DPOConfig", scope)
+    pairs = dpo.check_lengths(tokenizer, dpo.preference_rows(profile, "dpo_train"), cell.max_length)
+    edited = DPOConfig(**{**cell.to_dict(), "learning_rate": cell.learning_rate * 3, "output_dir": str(tmp_path / "o")})
+    wanted = pipeline.dpo_inputs(profile, sft_dir, tokenizer)
+    for name, (config, rows) in {"cell": (cell, pairs), "edited": (edited, pairs), "own": (cell, pairs[:-1])}.items():
+        folder = tmp_path / name
+        with pipeline.handover(folder, _trainer(config, training.lora_config(profile), tokenizer), rows,
+                               base=sft_dir, profile=profile) as tmp:
+            (tmp / "adapter_model.safetensors").write_bytes(b"adapter")
+        line = capsys.readouterr().out
+        info = json.loads((folder / "train_info.json").read_text())
+        assert info["steps"] == config.max_steps and info["train_seconds"] == 1.5 and info["profile"] == "tiny"
+        assert reusable(folder, wanted, "DPO adapter") is (name == "cell"), name
+        if name == "cell":
+            assert "Notebooks 03-07 will reuse this adapter" in line
+        else:
+            assert "Not the profile's recipe" in line and "not take this adapter" in line
+            assert ("dpo_config.learning_rate" in line) is (name == "edited")
+            assert ("pairs_sha256" in line) is (name == "own")
+
+    scope |= {"LoraConfig": LoraConfig, "SFTConfig": SFTConfig}
+    args = assignment("01_sft_lora", "args", "SFTConfig", scope)
+    lora = assignment("01_sft_lora", "peft_config", "LoraConfig", scope)
+    folder = tmp_path / "sft_lora"
+    with pipeline.handover(folder, _trainer(args, lora, tokenizer), data.sft_rows(profile), base=profile.model_id,
+                           profile=profile) as tmp:
+        (tmp / "adapter_model.safetensors").write_bytes(b"adapter")
+    assert "Notebooks 02-07 will reuse this adapter" in capsys.readouterr().out
+    assert reusable(folder, training.run_settings(profile), "SFT adapter")
