@@ -64,11 +64,6 @@ def _int8(r: Results, which: str) -> dict:
     return next(row for row in r["05_bitsandbytes_int8_nf4"]["extra"]["int8_miniature"] if row["input"] == which)
 
 
-def _total_minutes(r: Results, key: str) -> float:
-    runs = r["course_run_times"][key]
-    return sum(rec["seconds"] for name, rec in runs.items() if name != "08_grpo") / 60
-
-
 # Perplexity ratios (4-bit, to fp16) in the papers the notebooks quote: AWQ paper, Table 4, Llama-2-7B, g128.
 PAPER_7B = {"rtn_w4": 5.73 / 5.47, "gptq_w4": 5.69 / 5.47, "awq_w4": 5.60 / 5.47}
 N_EVAL = 289
@@ -217,11 +212,6 @@ CLAIMS: list[Claim] = [
           lambda r: var(r, "01_sft_lora", "base", "skill_accuracy") == 0.0
           and r["01_sft_lora"]["extra"]["mention_rate"]["base"] > 0.2,
           "The base model no longer scores 0%: rewrite the README's sentence under the results table."),
-    Claim("readme-fp32-slower", "README.md",
-          "took more than\n1.5× as long as in bf16 on a CPU with it",
-          ("course_run_times",),
-          lambda r: _total_minutes(r, "cpu-fp32") / _total_minutes(r, "cpu-bf16") > 1.5,
-          "The fp32 course run is no longer more than 1.5× the bf16 one: rewrite the README's *CPU precision*."),
 ]
 
 

@@ -30,8 +30,8 @@ BUILD_API = {
               # the folder checks behind the lessons' error messages
               "as_sentence", "check_replaceable", "local_folder_problem", "read_config_json", "saved_model_problem"),
     "results": ("Stopwatch", "UNITS", "peak_cuda_mb", "peak_rss_mb", "read_results", "reset_variant_peak", "runtime",
-                "write_results"),
-    "pipeline": ("dpo_merged", "grpo_merged", "quantized", "quantized_with", "sft_adapter", "sft_merged"),
+                "weights_id", "write_results"),
+    "pipeline": ("dpo_merged", "grpo_merged", "handover", "quantized", "quantized_with", "sft_adapter", "sft_merged"),
     "colab": ("install",),
     "exercises": ("run_solutions",),
     "hardware": ("matmul_gflops",),
@@ -45,13 +45,6 @@ CROSSINGS = {
     "helpers/training.py": ("artifacts.ROW_CODE", "artifacts.artifact", "artifacts.content_hash",
                             "artifacts.files_source", "artifacts.rows_hash", "artifacts.verify", "paths.fingerprint"),
     # lesson cells that name manifests, fingerprints or child processes: to the pipeline's hand-overs
-    "notebooks/01_sft_lora.ipynb": ("artifacts.artifact",),
-    "notebooks/02_dpo.ipynb": ("paths.fingerprint", "pipeline.dpo_reuse_line", "pipeline.dpo_run_inputs"),
-    "notebooks/03_gptq.ipynb": ("paths.fingerprint",),
-    "notebooks/04_awq.ipynb": ("paths.fingerprint",),
-    "notebooks/05_bitsandbytes_int8_nf4.ipynb": ("paths.fingerprint",),
     "notebooks/06_qlora.ipynb": ("artifacts.artifact", "artifacts.reusable", "isolated.KINDS", "isolated.train_isolated",
                                  "processes.show_source"),
-    "notebooks/07_method_comparison.ipynb": ("paths.fingerprint",),
-    "notebooks/08_grpo.ipynb": ("paths.fingerprint", "pipeline.grpo_reuse_line", "pipeline.grpo_run_inputs"),
 }

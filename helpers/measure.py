@@ -256,9 +256,25 @@ class Harness:
 
     def record_or_reuse(self, name: str, load: Callable[[], PreTrainedModel],
                         reuse: tuple[Mapping[str, float], str] | None = None, timed: bool = True,
-                        **kwargs) -> dict[str, float]:
-        """Measure the model ``load`` returns as variant ``name`` (timing the load when ``timed``), or, when
-        ``reuse`` holds ``(metrics, source, outcomes)`` from :func:`helpers.comparison.measured_before`, adopt those."""
+                        earlier: tuple[str, str, object] | None = None, **kwargs) -> dict[str, float]:
+        """Measure the model ``load`` returns as variant ``name`` (timing the load when ``timed``), or take what an
+        earlier notebook measured of it.
+
+        ``earlier=(notebook, variant, weights)`` says where the variant was measured before and on which weights (a
+        model folder, or the profile for its base model); :func:`helpers.comparison.measured_before` finds it only
+        when that notebook measured these very weights on this profile, and prints why not otherwise. A complete
+        earlier row (perplexity included: notebooks 03-05) is taken whole, with the preference accuracy added here
+        when it lacks one; an accuracy-only row (notebooks 01 and 02) gives its quality numbers, and memory, load time
+        and speed are measured here. ``reuse`` holds ``(metrics, source, outcomes)`` already looked up: taken whole."""
+        if earlier is not None:
+            from .comparison import measured_before
+
+            notebook, variant, weights = earlier
+            found = measured_before(notebook, variant, self.profile.name, weights)
+            if found and "perplexity" in found[0]:
+                reuse = found
+            elif found:
+                kwargs["adopt"] = found
         if reuse:
             return self.adopt(name, *reuse, load=load)
         if not timed:

@@ -200,7 +200,7 @@ def reuse_line(profile: Profile, kind: str, adapter: Path, base: str | Path,
 
     if kind == "sft":
         return _reuse_line(run_settings(profile), adapter, "", "notebook 01",
-                           ("Notebooks 02-07", "they train", "sft_adapter"))
+                           ("Notebooks 02-08", "they train", "sft_adapter"))
     if kind == "dpo":
         return dpo_reuse_line(profile, Path(base), adapter, tokenizer)
     return grpo_reuse_line(profile, Path(base), adapter)

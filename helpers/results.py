@@ -326,6 +326,7 @@ def run_times_markdown(folder: Path) -> str:
         cells = [times[r].get(name) for r in runs]
         lines.append(f"| {name} | " + " | ".join("–" if c is None else f"{c['seconds']:.0f}"
                                                    + ("" if c["status"] == "ok" else f" ({c['status']})")
+                                                   + (" (r)" if c.get("reused_from_earlier_runs") else "")
                                                    for c in cells) + " |")
     totals = [sum(c["seconds"] for c in times[r].values()) for r in runs]
     lines.append("| **all** | " + " | ".join(f"**{t:.0f}** ({t / 60:.1f} min)" for t in totals) + " |")
@@ -341,9 +342,24 @@ def run_times_markdown(folder: Path) -> str:
             f"{kind} {min(v):,.0f}-{max(v):,.0f} GFLOP/s" for kind, v in sorted(rates.items())) if rates else \
             "; matrix-product rate not recorded for this run"
         lines.append(f"- `{r}`: {', '.join(dates)}; {'; '.join(cpus)}{measured}")
+    reused = {(r, name): c["reused_from_earlier_runs"] for r in runs for name, c in times[r].items()
+              if c.get("reused_from_earlier_runs")}
+    if reused:
+        lines += ["", "(r): the notebook reused what an earlier run had made with the same inputs, so making it is not in "
+                  "this time (a quantized checkpoint records the seconds it took: the results file's `train_seconds`):"]
+        lines += [f"- {r} {name}: {_reused_summary(items)}" for (r, name), items in reused.items()]
     lines += ["", "To scale a time to your machine, divide by the ratio of your rate to the one measured here "
               "(`make bench` measures it); the matrix products are not the only work, so this is a first guess."]
     return "\n".join(lines) + "\n"
+
+
+def _reused_summary(items: list[str]) -> str:
+    """``["GPTQ w4 checkpoint (made by 03_gptq, ...)", ...]`` as "4 GPTQ checkpoints, merged model 'dpo_merged'"."""
+    import re
+    from collections import Counter
+
+    kinds = Counter(re.sub(r" w\d+ checkpoint", " checkpoint", item.split(" (made by")[0]) for item in items)
+    return ", ".join(f"{n} {kind}s" if n > 1 else kind for kind, n in kinds.items())
 
 
 def _precision(record: Mapping[str, Any]) -> str:

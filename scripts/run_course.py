@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -94,6 +95,23 @@ def write_reference(nb_path: Path, executed, info: dict) -> bool:
     return True
 
 
+REUSE_LINE = re.compile(r"^(?P<what>.+?): reusing .+?, made by (?P<by>.+?) \((?P<when>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\)")
+
+
+def reused_from_earlier_runs(nb, started: str) -> list[str]:
+    """What a notebook reused that was made before this run ``started`` ("%Y-%m-%d %H:%M:%S"): an adapter, a merged
+    model or a quantized checkpoint of an earlier run with the same inputs (the pipeline prints "X: reusing <folder>,
+    made by <notebook> (<time>)"). Its making is not in this run's time; the run-time table says so."""
+    found = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            for line in "".join(output.get("text", "")).splitlines():
+                match = REUSE_LINE.match(line.strip())
+                if match and match["when"] < started:
+                    found.append(f"{match['what']} (made by {match['by']}, {match['when']})")
+    return sorted(set(found), key=found.index)
+
+
 def main(prefixes: list[str]) -> int:
     profile = get_profile()
     print(f"Running the course on {profile.summary()}")
@@ -111,6 +129,7 @@ def main(prefixes: list[str]) -> int:
     times_path = results_dir() / "course_run_times.json"
     times = json.loads(times_path.read_text()) if times_path.is_file() else {}
     failed = []
+    started = time.strftime("%Y-%m-%d %H:%M:%S")   # artifacts made before this were made by an earlier run
     reference = profile.name == reference_outputs.REFERENCE_PROFILE
     if not reference:
         print(f"Profile {profile.name} is not the reference profile ({reference_outputs.REFERENCE_PROFILE}): "
@@ -138,6 +157,10 @@ def main(prefixes: list[str]) -> int:
             write_reference(nb_path, nb, reference_outputs.run_info(profile, seconds, cpu, rate, date))
         times.setdefault(run_key(profile), {})[nb_path.stem] = {"seconds": round(seconds, 1), "status": status,
                                                                 "date": date, "cpu": cpu, "matmul_gflops": rate}
+        reused = reused_from_earlier_runs(nb, started)
+        if reused:
+            times[run_key(profile)][nb_path.stem]["reused_from_earlier_runs"] = reused
+            print(f"    its time leaves out the making of what it reused from an earlier run: {'; '.join(reused)}")
         tmp = times_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(times, indent=2) + "\n")
         tmp.replace(times_path)

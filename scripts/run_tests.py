@@ -4,10 +4,11 @@
     python scripts/run_tests.py -x -q        # extra arguments go to both pytest runs
 
 On 2 cores most of a test run waits on one core: Python imports, child processes starting, tokenizers. The two halves
-(`tests/` and `notebooks/`, about half the time each) therefore run at once: the tests print here as they go, the
-notebooks' report (each notebook runs in order, handing its artifacts to the next, as in a student's session) is
-printed when both are done. The exit status is the worse of the two. The model caches are built first, once, so
-the two processes never build the same cache at the same time.
+(`tests/` and `notebooks/`, about half the time each) therefore run at once: the tests print here as they go; the
+notebooks' report is printed when both are done. Each notebook runs in order, handing its artifacts to the next, as
+in a student's session, and then notebook 05 runs a second time on what they left (tests/test_notebooks_run.py).
+The exit status is the worse of the two. The model caches are built first, once, so the two processes never build
+the same cache at the same time.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
-NOTEBOOKS = [*PYTEST, "notebooks", "--nbmake", "--nbmake-timeout=900"]
-TESTS = [*PYTEST, "tests"]
+# run again after the notebooks, on what they left (the student's second run): in the notebooks half, not in the tests'
+SECOND_RUN = "tests/test_notebooks_run.py::test_notebook_runs_twice_in_a_row_with_identical_metrics"
+NOTEBOOKS = [*PYTEST, "notebooks", SECOND_RUN, "--nbmake", "--nbmake-timeout=900"]
+TESTS = [*PYTEST, "tests", "--deselect", SECOND_RUN]
 
 
 def build_model_caches() -> None:
@@ -40,7 +43,7 @@ def main(argv: list[str]) -> int:
     build_model_caches()
     with tempfile.NamedTemporaryFile("w+", prefix="notebooks-", suffix=".log", delete=False) as log:
         print(f"notebooks: running beside the tests (log: {log.name}); their report follows the tests'.", flush=True)
-        notebooks = subprocess.Popen([*NOTEBOOKS, *argv], cwd=ROOT, env=env, stdout=log,
+        notebooks = subprocess.Popen([*NOTEBOOKS, *argv], cwd=ROOT, env=env | {"COURSE_NOTEBOOKS_RAN": "1"}, stdout=log,
                                      stderr=subprocess.STDOUT)
         try:
             tests_rc = subprocess.call([*TESTS, *argv], cwd=ROOT, env=env)

@@ -365,5 +365,5 @@ def test_handover_saves_what_ran_and_the_pipeline_refuses_an_edited_run(tmp_path
     with pipeline.handover(folder, _trainer(args, lora, tokenizer), data.sft_rows(profile), base=profile.model_id,
                            profile=profile) as tmp:
         (tmp / "adapter_model.safetensors").write_bytes(b"adapter")
-    assert "Notebooks 02-07 will reuse this adapter" in capsys.readouterr().out
+    assert "Notebooks 02-08 will reuse this adapter" in capsys.readouterr().out
     assert reusable(folder, training.run_settings(profile), "SFT adapter")

@@ -118,3 +118,26 @@ def test_harness_adopts_quality_numbers_but_measures_the_rest_here(tiny, monkeyp
     assert harness.sources["b"] == "measured here (skill accuracy from 01_sft_lora (today))"
     with pytest.raises(ValueError, match="only 'perplexity', 'skill_accuracy', 'preference_accuracy'"):
         measure.measure_variant(model, tok, profile, [], "", skip=("footprint_mb",))
+
+
+def test_harness_takes_an_earlier_row_only_on_the_same_weights(tiny, monkeypatch, tmp_path):
+    """record_or_reuse(earlier=(notebook, variant, weights)): a complete row measured on these weights is taken whole,
+    an accuracy-only row gives its quality numbers (the rest measured here), and a row of other weights is measured
+    again: what notebook 07's table does with notebooks 01-05's rows."""
+    from helpers import measure, results, text
+
+    monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
+    model, tok = tiny
+    profile = get_profile("tiny")
+    results.write_results("03_gptq", profile, "m", 1.0, 6, {"baseline": {"perplexity": 9.0, "skill_accuracy": 0.5}},
+                          model_dir="weights-a")
+    results.write_results("01_sft_lora", profile, "m", 1.0, 6, {"base": {"skill_accuracy": 0.25}},
+                          variant_weights={"base": "weights-b"})
+    harness = measure.Harness(tok, profile, load_skills("eval", 6), text.stdlib_text("eval", 4000))
+    whole = harness.record_or_reuse("dpo", lambda: model, earlier=("03_gptq", "baseline", "weights-a"), speed=False)
+    assert whole == {"perplexity": 9.0, "skill_accuracy": 0.5} and harness.sources["dpo"].startswith("03_gptq")
+    quality = harness.record_or_reuse("base", lambda: model, earlier=("01_sft_lora", "base", "weights-b"), speed=False)
+    assert quality["skill_accuracy"] == 0.25 and quality["perplexity"] > 1 and "load_seconds" in quality
+    assert harness.sources["base"].startswith("measured here (skill accuracy from 01_sft_lora")
+    other = harness.record_or_reuse("dpo2", lambda: model, earlier=("03_gptq", "baseline", "weights-c"), speed=False)
+    assert other["perplexity"] != 9.0 and harness.sources["dpo2"] == "measured here"

@@ -99,3 +99,31 @@ def test_lesson_code_takes_only_the_build_layers_api():
 def test_the_reader_finds_each_way_of_taking_a_name(source, expected):
     relative = source.startswith("from .")
     assert helpers_uses(source, relative) == expected
+
+
+# A lesson cell shows the method, not the build system's bookkeeping: saving an adapter goes through
+# pipeline.handover, a results file records its weights through write_results(model_dir=..., variant_weights=...),
+# and an earlier notebook's measurement is found by its model folder (comparison.measured_before).
+BOOKKEEPING = __import__("re").compile(r"fingerprint|manifest|reusable|run_inputs|reuse_line|\bartifacts\.")
+# notebooks whose cells still do (each waits for its next reference run): this set only shrinks
+STILL_KEEPING_BOOKS = {"06_qlora": "the LoftQ initialisation's manifest (cell 16)"}
+
+
+def bookkeeping_lines(notebook: Path) -> list[str]:
+    cells = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    return [line.strip() for c in cells for line in "".join(c["source"]).splitlines() if BOOKKEEPING.search(line)]
+
+
+def test_no_lesson_cell_names_fingerprints_manifests_or_reuse_maps():
+    found = {nb.stem: bookkeeping_lines(nb) for nb in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+    new = {k: v for k, v in found.items() if v and k not in STILL_KEEPING_BOOKS}
+    gone = sorted(k for k in STILL_KEEPING_BOOKS if not found.get(k))
+    assert not new, f"cells naming the build system's bookkeeping (use pipeline.handover, write_results' model_dir): {new}"
+    assert not gone, f"these notebooks no longer do: remove them from STILL_KEEPING_BOOKS: {gone}"
+
+
+def test_the_bookkeeping_check_finds_a_fingerprint_in_a_cell(tmp_path):
+    nb = tmp_path / "x.ipynb"
+    nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["t = fingerprint(model_dir)\n", "x = 1\n"]},
+                                        {"cell_type": "markdown", "source": ["a manifest"]}]}))
+    assert bookkeeping_lines(nb) == ["t = fingerprint(model_dir)"]
