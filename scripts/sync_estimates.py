@@ -121,7 +121,8 @@ def cpu_line(notebook: str, times: dict | None) -> str:
     for key, what in CPU_RUNS:
         rec = (times or {}).get(key, {}).get(notebook)
         if rec and rec.get("status") == "ok":
-            parts.append(f"about {_minutes(rec['seconds'])} {what}, {rec['date']})")
+            reused = ", reusing what an earlier run had made: README, *Results*, (r)" if rec.get("reused_from_earlier_runs") else ""
+            parts.append(f"about {_minutes(rec['seconds'])} {what}, {rec['date']}{reused})")
     if not parts:
         return (f"{CPU_LINE}: not measured yet; `make run` on the `cpu` profile times it "
                 f"(`python scripts/run_course.py {notebook[:2]}`).")

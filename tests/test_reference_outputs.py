@@ -294,3 +294,33 @@ def test_drop_frozen_bars_removes_only_a_bars_first_draw():
     assert ro.drop_frozen_bars(nb) == 2
     assert [o.get("data", {}).get("text/plain", o.get("text")) for o in nb.cells[0].outputs] == [
         "GPTQ w4: 100%|██████████| 30/30 [01:28<00:00]", "score: 0%|", "accuracy 10%| of 20\n"]
+
+
+def test_a_notebook_that_reused_an_earlier_runs_artifacts_is_marked_in_the_run_time_table(tmp_path):
+    """run_course records what a notebook reused that was made before the run started (the pipeline's "reusing ...,
+    made by ... (time)" lines), and the README's run-time table marks that notebook (r) and lists what it reused."""
+    import json
+
+    import nbformat
+
+    from helpers.results import run_times_markdown
+
+    rc = _script("run_course")
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+        "GPTQ w4 checkpoint: reusing ./outputs/quantized/cpu/gptq_w4_g64_ab, made by 03_gptq (2026-12-01 10:00:00)\n"
+        "lora run: reusing ./outputs/06_lora/cpu, made by 06_qlora: lora, fresh process (2026-12-01 11:00:00)\n"
+        "SFT adapter: reusing ./outputs/sft_lora/cpu, made by 01_sft_lora (2026-12-02 09:30:00)\n"))]
+    nb.cells.append(cell)
+    reused = rc.reused_from_earlier_runs(nb, "2026-12-02 09:00:00")
+    assert reused == ["GPTQ w4 checkpoint (made by 03_gptq, 2026-12-01 10:00:00)",
+                      "lora run (made by 06_qlora: lora, fresh process, 2026-12-01 11:00:00)"]   # not this run's SFT
+    times = {"cpu-fp32": {"03_gptq": {"seconds": 400.0, "status": "ok", "date": "2026-12-02", "cpu": "c",
+                                      "matmul_gflops": {"fp32": 150.0}, "reused_from_earlier_runs": reused},
+                          "01_sft_lora": {"seconds": 200.0, "status": "ok", "date": "2026-12-02", "cpu": "c",
+                                          "matmul_gflops": {"fp32": 150.0}}}}
+    (tmp_path / "course_run_times.json").write_text(json.dumps(times))
+    table = run_times_markdown(tmp_path)
+    assert "| 03_gptq | 400 (r) |" in table and "| 01_sft_lora | 200 |" in table
+    assert "- cpu-fp32 03_gptq: GPTQ checkpoint, lora run" in table
