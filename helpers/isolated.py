@@ -21,7 +21,8 @@ from .artifacts import reusable
 from .paths import REPO_ROOT, check_replaceable
 from .processes import follow_log, log_tail, run_python
 from .profiles import Profile, takes_profile
-from .training import KINDS, adapter_dir, check_kind, run_settings, save_adapter, start_settings
+from .manifests import run_settings, save_adapter, start_settings
+from .training import KINDS, adapter_dir, check_kind
 
 SCRIPT = REPO_ROOT / "scripts" / "sft.py"
 DPO_SCRIPT = REPO_ROOT / "scripts" / "dpo.py"

@@ -32,6 +32,7 @@ BUILD_API = {
     "results": ("Stopwatch", "UNITS", "peak_cuda_mb", "peak_rss_mb", "read_results", "reset_variant_peak", "runtime",
                 "weights_id", "write_results"),
     "pipeline": ("dpo_merged", "grpo_merged", "handover", "quantized", "quantized_with", "sft_adapter", "sft_merged"),
+    "artifacts": ("verify",),   # a saved folder's checksums, checked before loading it (a clear error if damaged)
     "colab": ("install",),
     "exercises": ("run_solutions",),
     "hardware": ("matmul_gflops",),
@@ -40,10 +41,6 @@ BUILD_API = {
 # Lesson code that still reaches into the build layer, by where it is, with where it goes. Most of it waits for the
 # notebooks' next reference run (a cell that changes must be run again on `cpu` before it is committed).
 CROSSINGS = {
-    # manifests: the SFT one (recipe_settings, save_adapter) moves to helpers/manifests.py beside DPO's and GRPO's
-    # once notebook 01's cell calls it there
-    "helpers/training.py": ("artifacts.ROW_CODE", "artifacts.artifact", "artifacts.content_hash",
-                            "artifacts.files_source", "artifacts.rows_hash", "artifacts.verify", "paths.fingerprint"),
     # lesson cells that name manifests, fingerprints or child processes: to the pipeline's hand-overs
     "notebooks/06_qlora.ipynb": ("artifacts.artifact", "artifacts.reusable", "isolated.KINDS", "isolated.train_isolated",
                                  "processes.show_source"),

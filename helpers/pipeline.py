@@ -32,10 +32,11 @@ from .profiles import Profile, takes_profile
 @takes_profile
 def sft_adapter(profile: Profile) -> Path:
     """Notebook 01's SFT LoRA adapter for this profile, trained now (``scripts/sft.py``) unless a saved one has
-    today's settings (:func:`helpers.training.run_settings`)."""
+    today's settings (:func:`helpers.manifests.run_settings`)."""
     from .isolated import train_isolated
     from .models import check_base_model
-    from .training import adapter_dir, run_settings
+    from .manifests import run_settings
+    from .training import adapter_dir
 
     check_base_model(profile)   # a mistyped model folder fails here, not in the training process
     folder = adapter_dir(profile)
@@ -164,7 +165,7 @@ def run_inputs(trainer, rows, base: str | Path) -> tuple[dict, str]:
     kind of run it was (``"sft"``, ``"dpo"`` or ``"grpo"``)."""
     from trl import DPOConfig, GRPOConfig
 
-    from .training import recipe_settings
+    from .manifests import recipe_settings
 
     peft_config = trainer.model.peft_config["default"]
     if isinstance(trainer.args, DPOConfig):
@@ -196,7 +197,7 @@ def reuse_line(profile: Profile, kind: str, adapter: Path, base: str | Path,
                tokenizer: PreTrainedTokenizerBase | None = None) -> str:
     """Whether the later notebooks will reuse the ``kind`` adapter saved at ``adapter`` (its manifest equals what the
     profile's recipe records), and if not, which settings differ."""
-    from .training import run_settings
+    from .manifests import run_settings
 
     if kind == "sft":
         return _reuse_line(run_settings(profile), adapter, "", "notebook 01",

@@ -21,7 +21,6 @@ from peft import LoraConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import SFTConfig, SFTTrainer
 
-from .artifacts import content_hash
 from .data import as_dataset, sft_rows, within_length
 from .paths import outputs_dir
 from .profiles import Profile, takes_profile
@@ -35,75 +34,6 @@ def check_kind(kind: str) -> None:
     """Refuse anything but ``"lora"`` and ``"qlora"``, naming both."""
     if kind not in KINDS:
         raise ValueError(f"Unknown kind '{kind}'; use one of {KINDS}.")
-
-
-def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict] | None,
-                    kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True,
-                    start: dict | None = None, data_sha256: str | None = None) -> dict:
-    """Everything that decides an SFT run's result, read from the objects the run is built from: base model, LoRA
-    config (``None``: full fine-tuning), trainer settings, data, and for ``"qlora"`` the 4-bit format of the base.
-    Two runs with equal settings train the same adapter (seeded); an adapter's manifest records them
-    (:mod:`helpers.artifacts`). ``data_sha256``: the rows' content hash when it is known without them
-    (:func:`run_settings`; then ``rows`` is ``None``)."""
-    check_kind(kind)
-    lora = {} if peft_config is None else {
-        "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-        "lora_targets": sorted(peft_config.target_modules)}
-    trainer = {k: getattr(args, k) for k in (
-        "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_steps",
-        "max_length", "gradient_checkpointing", "bf16", "fp16", "seed", "data_seed", "completion_only_loss")}
-    settings = {"kind": kind, "model_id": model_id, **lora, **trainer,
-                "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-                "data_sha256": data_sha256 or content_hash(rows)}
-    if kind == "qlora":
-        settings.update(quant_type=quant_type, double_quant=double_quant)
-    if start:  # where training started, when not from the profile's base and a new adapter (e.g. LoftQ)
-        settings["start"] = start
-    return settings
-
-
-def start_settings(base: str | Path | None = None, init_adapter: str | Path | None = None) -> dict | None:
-    """What a run started from when it is not the profile's base and a new adapter: the weights fingerprints of
-    the base folder and of the initial adapter (``None`` for a run that starts as notebook 01's does)."""
-    from .paths import fingerprint
-
-    start = {k: fingerprint(v) for k, v in (("base", base), ("init_adapter", init_adapter)) if v}
-    return start or None
-
-
-@takes_profile
-def rows_source(profile: Profile) -> dict:
-    """What the profile's SFT rows (:func:`helpers.data.sft_rows`) are made from, read without reading a row: the
-    checksums of the skills split and of the code that reads it, the row count, and for a Hub chat mix its local
-    copy's checksums (or, read from the Hub itself, its id, split, row count and shuffle: no revision is pinned)."""
-    from . import data, hub_data
-    from .artifacts import ROW_CODE, files_source
-
-    found = {"data": files_source(Path(data.DATA_DIR) / "skills_sft_train.jsonl"), "split": "sft_train",
-             "rows": profile.n_train, "code": files_source(*ROW_CODE)}
-    if profile.sft_dataset != "skills":
-        where = hub_data.source(profile.sft_dataset, profile.hub_data)
-        found["mix"] = {"data": files_source(where) if where != profile.sft_dataset else {"hub": where},
-                        "dataset": profile.sft_dataset, "split": hub_data.spec(profile.sft_dataset).train,
-                        "rows": profile.sft_mix_rows, "shuffle": [0, hub_data.SHUFFLE_BUFFER]}
-    return found
-
-
-@takes_profile
-def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | None = None,
-                 quant_type: str = "nf4", double_quant: bool = True, start: dict | None = None) -> dict:
-    """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's).
-    Its rows are recorded by their content hash, looked up by where they come from (:func:`rows_source`,
-    :func:`helpers.artifacts.rows_hash`): read only the first time, so a reuse check reads no data."""
-    from types import SimpleNamespace
-
-    from .artifacts import rows_hash
-
-    kwargs = sft_config_kwargs(profile, "unused", **({"learning_rate": learning_rate} if learning_rate else {}))
-    args = SimpleNamespace(completion_only_loss=None, **kwargs)  # SFTConfig's values, without building one
-    data_sha256 = rows_hash("SFT rows", rows_source(profile), lambda: sft_rows(profile))
-    return recipe_settings(profile.model_id, lora_config(profile), args, None, kind, quant_type, double_quant, start,
-                           data_sha256=data_sha256)
 
 
 @takes_profile
@@ -199,7 +129,7 @@ def train_sft_lora(
     (full fine-tuning: use a learning rate near 2e-5). ``config_overrides`` go to
     :func:`sft_config` (e.g. ``max_steps=10``). Returns the trainer after ``train()``: ``trainer.model`` is the PEFT model and
     ``trainer.state.log_history`` holds the loss curve. Nothing is saved here; see
-    :func:`save_adapter`.
+    :func:`helpers.manifests.save_adapter`.
     """
     rows = sft_rows(profile) if rows is None else rows
     output_dir = output_dir or outputs_dir("trainer", f"sft_{profile.name}")
@@ -374,21 +304,6 @@ def unwrap_autocast(trainer) -> None:
 def adapter_dir(profile: Profile, name: str = "sft_lora") -> Path:
     """Where the adapter ``name`` of this profile lives: ``outputs/<name>/<profile>``."""
     return outputs_dir(name) / profile.name
-
-
-def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", info: dict | None = None,
-                 inputs: dict | None = None, folder: str | Path | None = None) -> Path:
-    """Save the trained adapter atomically in ``folder`` (default :func:`adapter_dir`), with a ``train_info.json``
-    holding :func:`run_record` (steps, time, loss history) and ``info``, and a manifest of its ``inputs``
-    (default :func:`run_settings` of a LoRA run; see :mod:`helpers.artifacts`)."""
-    from .artifacts import artifact
-
-    target = Path(folder) if folder else adapter_dir(profile, name)
-    with artifact(target, run_settings(profile) if inputs is None else inputs) as tmp:
-        trainer.model.save_pretrained(tmp)
-        record = {"profile": profile.name, **run_record(trainer), **(info or {})}
-        (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
-    return target
 
 
 def missing_adapter_message(path: Path, name: str = "sft_lora") -> str:

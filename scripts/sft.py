@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> Path:
     from peft import PeftModel
     from trl import SFTTrainer
 
-    from helpers import data, models, training
+    from helpers import data, manifests, models, training
     from helpers.isolated import MemoryMonitor, save_run
 
     profile = args.profile_obj
@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> Path:
     with training.hardware_fixes(trainer):
         trainer.train()
 
-    settings = training.recipe_settings(profile.model_id, peft_config or model.peft_config["default"], sft_args, rows,
+    settings = manifests.recipe_settings(profile.model_id, peft_config or model.peft_config["default"], sft_args, rows,
                                         kind, args.quant_type, args.double_quant,
-                                        training.start_settings(args.base, args.init_adapter))
+                                        manifests.start_settings(args.base, args.init_adapter))
     return save_run(trainer, profile, output_dir, settings, memory, args.trained_by, kind=kind)
 
 

@@ -366,4 +366,4 @@ def test_handover_saves_what_ran_and_the_pipeline_refuses_an_edited_run(tmp_path
                            profile=profile) as tmp:
         (tmp / "adapter_model.safetensors").write_bytes(b"adapter")
     assert "Notebooks 02-08 will reuse this adapter" in capsys.readouterr().out
-    assert reusable(folder, training.run_settings(profile), "SFT adapter")
+    assert reusable(folder, manifests.run_settings(profile), "SFT adapter")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from helpers import artifacts, get_profile, isolated, training
+from helpers import artifacts, get_profile, isolated, manifests, training
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_isolated_run_reports_memory_time_settings_and_saves_an_adapter(qlora_ru
     folder = isolated.adapter_path(profile, "qlora", rate)
     assert folder.parent.name == "06_qlora_lr0.002" and report["adapter"] == str(folder)
     assert artifacts.read_manifest(folder)["inputs"] == json.loads(json.dumps(
-        training.run_settings(profile, "qlora", learning_rate=rate)))
+        manifests.run_settings(profile, "qlora", learning_rate=rate)))
     rates = [h["learning_rate"] for h in report["log_history"] if "learning_rate" in h]
     assert max(rates) > profile.sft_learning_rate  # the override reached the trainer in the child process
     assert (folder / "adapter_config.json").is_file()
@@ -59,13 +59,13 @@ def test_settings_change_with_what_decides_the_result():
     profile = get_profile("tiny")
     from dataclasses import replace
 
-    base = training.run_settings(profile, "lora")
-    assert training.run_settings(replace(profile, sft_steps=5), "lora") != base
-    assert training.run_settings(replace(profile, lora_r=8), "lora") != base
-    assert training.run_settings(profile, "qlora") != base
-    assert training.run_settings(profile, "qlora", quant_type="fp4") != training.run_settings(profile, "qlora")
-    assert training.run_settings(profile, "lora", learning_rate=profile.sft_learning_rate) == base
-    assert training.run_settings(profile, "lora", learning_rate=0.5)["learning_rate"] == 0.5
+    base = manifests.run_settings(profile, "lora")
+    assert manifests.run_settings(replace(profile, sft_steps=5), "lora") != base
+    assert manifests.run_settings(replace(profile, lora_r=8), "lora") != base
+    assert manifests.run_settings(profile, "qlora") != base
+    assert manifests.run_settings(profile, "qlora", quant_type="fp4") != manifests.run_settings(profile, "qlora")
+    assert manifests.run_settings(profile, "lora", learning_rate=profile.sft_learning_rate) == base
+    assert manifests.run_settings(profile, "lora", learning_rate=0.5)["learning_rate"] == 0.5
     # notebook 06's runs never overwrite notebook 01's adapter, which notebooks 02-07 build on
     assert isolated.adapter_path(profile, "lora").parent.name == "06_lora"
     assert isolated.adapter_path(profile, "qlora", quant_type="fp4", double_quant=False, lora_r=8).parent.name == \

@@ -39,7 +39,7 @@ def saved_chain(tmp_path, monkeypatch):
     """The four folders dpo_merged builds on, saved with the manifests the pipeline asks for (computed once, which
     reads the data and records its hash), in a temporary artifacts folder."""
     monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
-    sft = _saved(training.adapter_dir(TINY), training.run_settings(TINY), "adapter_model.safetensors")
+    sft = _saved(training.adapter_dir(TINY), manifests.run_settings(TINY), "adapter_model.safetensors")
     sft_merged = _saved(paths.outputs_dir("sft_merged") / TINY.name,
                         {"adapter": fingerprint(sft), "base": models.base_fingerprint(TINY)}, "model.safetensors")
     adapter = _saved(training.adapter_dir(TINY, "dpo"), {"sft_model": fingerprint(sft_merged), **manifests.dpo_settings(TINY)},
@@ -62,10 +62,10 @@ def test_dpo_merged_reuses_its_folders_without_reading_data(saved_chain, monkeyp
 
 
 def test_the_sft_and_grpo_settings_read_no_data_once_recorded(monkeypatch):
-    wanted = training.run_settings(TINY), manifests.grpo_settings(TINY), manifests.dpo_settings(TINY)
+    wanted = manifests.run_settings(TINY), manifests.grpo_settings(TINY), manifests.dpo_settings(TINY)
     monkeypatch.setattr(artifacts, "_ROW_HASHES", {})
     _no_data(monkeypatch)
-    assert (training.run_settings(TINY), manifests.grpo_settings(TINY), manifests.dpo_settings(TINY)) == wanted
+    assert (manifests.run_settings(TINY), manifests.grpo_settings(TINY), manifests.dpo_settings(TINY)) == wanted
 
 
 def test_the_recorded_hash_is_the_hash_of_the_rows_that_would_run():
@@ -73,7 +73,7 @@ def test_the_recorded_hash_is_the_hash_of_the_rows_that_would_run():
     tokenizer = models.load_tokenizer(TINY)
     pairs = dpo.check_lengths(tokenizer, dpo.preference_rows(TINY, "dpo_train"), TINY.max_length)
     assert manifests.dpo_settings(TINY)["pairs_sha256"] == artifacts.content_hash(list(pairs))
-    assert training.run_settings(TINY)["data_sha256"] == artifacts.content_hash(data.sft_rows(TINY))
+    assert manifests.run_settings(TINY)["data_sha256"] == artifacts.content_hash(data.sft_rows(TINY))
     assert manifests.grpo_settings(TINY)["prompts_sha256"] == artifacts.content_hash(grpo.prompt_rows(TINY))
 
 
@@ -82,14 +82,14 @@ def test_an_edited_data_file_is_read_again(tmp_path, monkeypatch):
     from dataclasses import replace
 
     skills = replace(TINY, preference_dataset="skills")   # tiny's own pairs come from the Hub fixture
-    before = manifests.dpo_settings(skills)["pairs_sha256"], training.run_settings(TINY)["data_sha256"]
+    before = manifests.dpo_settings(skills)["pairs_sha256"], manifests.run_settings(TINY)["data_sha256"]
     copy = tmp_path / "data"
     shutil.copytree(DATA_DIR, copy, ignore=shutil.ignore_patterns("hub_fixtures", "examples"))
     for split in ("dpo_train", "sft_train"):
         lines = (copy / f"skills_{split}.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
         (copy / f"skills_{split}.jsonl").write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")  # first row last
     monkeypatch.setattr(data, "DATA_DIR", copy)
-    after = manifests.dpo_settings(skills)["pairs_sha256"], training.run_settings(TINY)["data_sha256"]
+    after = manifests.dpo_settings(skills)["pairs_sha256"], manifests.run_settings(TINY)["data_sha256"]
     assert after[0] != before[0] and after[1] != before[1]
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from helpers import profiles, training
+from helpers import manifests, profiles, training
 from helpers.data import DataError, sft_rows
 from helpers.models import load_model, load_model_and_tokenizer
 from helpers.profiles import get_profile
@@ -64,13 +64,13 @@ def test_save_reload_adapter_and_the_pipeline_reuses_it_only_with_its_settings(t
     from helpers import artifacts, pipeline
 
     profile, tok, trainer = trained
-    path = training.save_adapter(trainer, profile, info={"note": "test"})  # manifest: notebook 01's settings
+    path = manifests.save_adapter(trainer, profile, info={"note": "test"})  # manifest: notebook 01's settings
     assert (path / "adapter_config.json").is_file()
     assert json.loads((path / "train_info.json").read_text())["profile"] == "tiny"
     assert pipeline.sft_adapter(profile) == path  # reused, not retrained
     assert "SFT adapter: reusing" in capsys.readouterr().out
-    assert artifacts.read_manifest(path)["inputs"] == json.loads(json.dumps(training.run_settings(profile)))
-    assert not artifacts.reusable(path, training.run_settings(profile, learning_rate=0.5), "SFT adapter")
+    assert artifacts.read_manifest(path)["inputs"] == json.loads(json.dumps(manifests.run_settings(profile)))
+    assert not artifacts.reusable(path, manifests.run_settings(profile, learning_rate=0.5), "SFT adapter")
     assert "made from other inputs (learning_rate)" in capsys.readouterr().out
     reloaded = training.load_adapter(load_model(profile), path)
     batch = tok(["check"], return_tensors="pt")
@@ -218,6 +218,6 @@ def test_reading_the_settings_leaves_a_live_trainer_working(trained):
     from helpers import manifests
 
     profile, _, trainer = trained
-    training.run_settings(profile)
+    manifests.run_settings(profile)
     manifests.dpo_settings(profile)
     assert trainer.accelerator.device.type == "cpu"
