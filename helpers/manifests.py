@@ -118,11 +118,8 @@ def grpo_settings(profile: Profile) -> dict:
                                 None, prompts_sha256=rows_hash("GRPO prompts", source, lambda: grpo.prompt_rows(profile)))
 
 
-__all__ = ["DPO_FIELDS", "GRPO_FIELDS", "GRPO_REWARD", "dpo_recipe_settings", "pairs_source", "dpo_settings",
-           "grpo_recipe_settings", "grpo_settings"]
-
-
 # ---------------------------------------------------------------------- the SFT adapter (notebook 01, scripts/sft.py)
+
 
 def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: list[dict] | None,
                     kind: str = "lora", quant_type: str = "nf4", double_quant: bool = True,
@@ -133,9 +130,7 @@ def recipe_settings(model_id: str, peft_config: LoraConfig | None, args, rows: l
     (:mod:`helpers.artifacts`). ``data_sha256``: the rows' content hash when it is known without them
     (:func:`run_settings`; then ``rows`` is ``None``)."""
     check_kind(kind)
-    lora = {} if peft_config is None else {
-        "lora_r": peft_config.r, "lora_alpha": peft_config.lora_alpha, "lora_dropout": peft_config.lora_dropout,
-        "lora_targets": sorted(peft_config.target_modules)}
+    lora = {} if peft_config is None else lora_settings(peft_config)
     trainer = {k: getattr(args, k) for k in (
         "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_steps",
         "max_length", "gradient_checkpointing", "bf16", "fp16", "seed", "data_seed", "completion_only_loss")}
@@ -164,7 +159,6 @@ def rows_source(profile: Profile) -> dict:
     checksums of the skills split and of the code that reads it, the row count, and for a Hub chat mix its local
     copy's checksums (or, read from the Hub itself, its id, split, row count and shuffle: no revision is pinned)."""
     from . import data, hub_data
-    from .artifacts import ROW_CODE, files_source
 
     found = {"data": files_source(Path(data.DATA_DIR) / "skills_sft_train.jsonl"), "split": "sft_train",
              "rows": profile.n_train, "code": files_source(*ROW_CODE)}
@@ -182,10 +176,6 @@ def run_settings(profile: Profile, kind: str = "lora", learning_rate: float | No
     """:func:`recipe_settings` of notebook 01's recipe on this profile (``learning_rate`` overrides the profile's).
     Its rows are recorded by their content hash, looked up by where they come from (:func:`rows_source`,
     :func:`helpers.artifacts.rows_hash`): read only the first time, so a reuse check reads no data."""
-    from types import SimpleNamespace
-
-    from .artifacts import rows_hash
-
     kwargs = sft_config_kwargs(profile, "unused", **({"learning_rate": learning_rate} if learning_rate else {}))
     args = SimpleNamespace(completion_only_loss=None, **kwargs)  # SFTConfig's values, without building one
     data_sha256 = rows_hash("SFT rows", rows_source(profile), lambda: sft_rows(profile))
@@ -203,7 +193,17 @@ def save_adapter(trainer: SFTTrainer, profile: Profile, name: str = "sft_lora", 
     target = Path(folder) if folder else adapter_dir(profile, name)
     with artifact(target, run_settings(profile) if inputs is None else inputs) as tmp:
         trainer.model.save_pretrained(tmp)
-        record = {"profile": profile.name, **run_record(trainer), **(info or {})}
-        (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
+        write_train_info(tmp, trainer, profile, info)
     return target
 
+
+def write_train_info(folder: Path, trainer, profile: Profile, info: dict | None = None) -> None:
+    """``train_info.json`` beside a saved adapter: the profile, :func:`helpers.training.run_record` (steps, seconds,
+    loss history, parameters) and ``info``."""
+    record = {"profile": profile.name, **run_record(trainer), **(info or {})}
+    (Path(folder) / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
+
+
+__all__ = ["DPO_FIELDS", "GRPO_FIELDS", "GRPO_REWARD", "dpo_recipe_settings", "pairs_source", "dpo_settings",
+           "grpo_recipe_settings", "grpo_settings",
+           "recipe_settings", "start_settings", "rows_source", "run_settings", "save_adapter", "write_train_info"]

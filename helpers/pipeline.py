@@ -16,7 +16,6 @@ Each function prints what it reused and from where, or what it builds and why.
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -182,13 +181,12 @@ def handover(folder: str | Path, trainer, rows, base: str | Path, profile: Profi
     and the manifest of what ran (:func:`run_inputs`), moves the folder into place as ``folder``, and prints whether
     the later notebooks will reuse it: only when what ran is the profile's recipe (an edited config cell, or your own
     rows, give an adapter they will not take for it, and they say which settings differ)."""
-    from .training import run_record
+    from .manifests import write_train_info
 
     inputs, kind = run_inputs(trainer, rows, base)
     with artifact(folder, inputs) as tmp:
         yield tmp
-        record = {"profile": profile.name, **run_record(trainer)}
-        (tmp / "train_info.json").write_text(json.dumps(record, indent=1, default=float))
+        write_train_info(tmp, trainer, profile)
     print(reuse_line(profile, kind, Path(folder), base, getattr(trainer, "processing_class", None)))
 
 
@@ -334,5 +332,5 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
 
 
 __all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line",
-           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "handover", "run_inputs", "reuse_line", "quantized", "quantized_with",
-           "quantize_inputs", "config_inputs"]
+           "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "handover", "run_inputs", "reuse_line",
+           "quantized", "quantized_with", "quantize_inputs", "config_inputs"]
