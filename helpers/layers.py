@@ -16,7 +16,7 @@ from __future__ import annotations
 
 LESSON = ("bnb", "comparison", "data", "dpo", "evaluation", "grpo", "hub_data", "measure", "models", "plots", "qlora",
           "quant", "serving", "skills", "stats", "text", "training")
-BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "hardware", "hub_fixtures",
+BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "forkserver", "hardware", "hub_fixtures",
          "isolated", "layers", "manifests", "model_cache", "paths", "pipeline", "processes", "profiles", "results")
 
 BUILD_API = {

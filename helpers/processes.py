@@ -50,7 +50,11 @@ def follow_log(path: Path, pattern: re.Pattern, total: int, desc: str, unit: str
 
 def run_python(args: list[str], log: Path, timeout_s: int | None = None) -> int:
     """Run ``python <args>`` from the current folder with the repository importable (output appended to
-    ``log``); return its exit code (-1 after ``timeout_s``)."""
+    ``log``); return its exit code (-1 after ``timeout_s``). Where forking is safe the process is forked from
+    :mod:`helpers.forkserver`, which has imported the libraries once; elsewhere it is a new interpreter."""
+    server = _forkserver()
+    if server is not None:
+        return server.run(args, log, timeout_s)
     with open(log, "a") as out:
         try:
             return subprocess.run([sys.executable, *args], cwd=os.getcwd(), env=helper_env(),
@@ -58,6 +62,91 @@ def run_python(args: list[str], log: Path, timeout_s: int | None = None) -> int:
         except subprocess.TimeoutExpired:
             out.write(f"\n[stopped after {timeout_s} s]\n")
             return -1
+
+
+class _ForkServer:
+    """The client side of :mod:`helpers.forkserver`: one server per environment, started on first use."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import json
+
+        self.env = env
+        self.process = subprocess.Popen([sys.executable, "-m", "helpers.forkserver"], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True, bufsize=1)
+        self._pending = b""
+        hello = self._line(None)
+        self.ready = bool(hello) and json.loads(hello).get("ready", False)
+
+    def _line(self, timeout_s: float | None) -> str | None:
+        """The server's next line, read from its pipe unbuffered (so that ``select`` sees all that is waiting);
+        ``None`` when ``timeout_s`` passes first, ``""`` when the server has gone."""
+        import select
+
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self._pending:
+            if not select.select([fd], [], [], timeout_s)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return ""
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode()
+
+    def alive(self) -> bool:
+        return self.ready and self.process.poll() is None
+
+    def run(self, args: list[str], log: Path, timeout_s: int | None) -> int:
+        import json
+        import signal
+
+        self.process.stdin.write(json.dumps({"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()}) + "\n")
+        self.process.stdin.flush()
+        pid = json.loads(self._line(None))["pid"]
+        stopped = False
+        while (line := self._line(None if stopped else timeout_s)) is None:
+            os.kill(pid, signal.SIGKILL)   # past timeout_s: the server reports the killed process's code next
+            stopped = True
+        if not line:
+            raise RuntimeError(f"The fork server stopped while running {args[0]}; see {log}.")
+        code = json.loads(line)["code"]
+        if stopped:
+            with open(log, "a") as out:
+                out.write(f"\n[stopped after {timeout_s} s]\n")
+            return -1
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+_SERVER: _ForkServer | None = None
+
+
+def _forkserver() -> _ForkServer | None:
+    """This kernel's fork server for the current environment, or ``None`` where a fork is not safe (not Linux, a
+    CUDA GPU visible, ``COURSE_FORKSERVER=0``, or a server that found threads after its imports)."""
+    global _SERVER
+    if sys.platform != "linux" or os.environ.get("COURSE_FORKSERVER", "1") == "0":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    env = helper_env()
+    if _SERVER is not None and (_SERVER.env != env or not _SERVER.alive()):
+        if _SERVER.env != env or _SERVER.ready:
+            _SERVER.close()
+            _SERVER = None
+    if _SERVER is None:
+        import atexit
+
+        _SERVER = _ForkServer(env)
+        atexit.register(_SERVER.close)
+    return _SERVER if _SERVER.ready else None
 
 
 def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = None) -> int:

@@ -1,0 +1,66 @@
+"""The fork server behind helpers.processes.run_python: a forked run behaves as `python script.py` would."""
+
+import os
+import sys
+
+import pytest
+
+from helpers import processes
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the fork server runs on Linux only")
+
+SCRIPT = """
+import os, sys
+import torch
+print("argv", sys.argv[1:], "path0", sys.path[0] == os.path.dirname(os.path.abspath(__file__)), "cwd", os.getcwd())
+x = torch.randn(512, 512)
+print("threads", torch.get_num_threads(), "sum", float((x @ x).exp().clamp(max=1).sum() > 0), flush=True)
+if sys.argv[1] == "fail":
+    raise ValueError("a bad value")
+if sys.argv[1] == "exit":
+    sys.exit(3)
+if sys.argv[1] == "sleep":
+    import time
+    time.sleep(60)
+"""
+
+
+@pytest.fixture(scope="module")
+def script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("forkserver") / "child.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def test_a_forked_run_is_the_script_with_its_argv_folder_and_all_cores(script, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "ok.log"
+    assert processes.run_python([str(script), "ok", "--flag"], log, timeout_s=120) == 0
+    server = processes._forkserver()
+    assert server is not None and server.alive(), "the fork server should serve on Linux without a CUDA GPU"
+    text = log.read_text()
+    assert "argv ['ok', '--flag'] path0 True cwd " + str(tmp_path) in text
+    assert f"threads {torch.get_num_threads()} sum 1.0" in text   # the OpenMP pool is rebuilt in the fork
+
+
+def test_exit_codes_tracebacks_and_the_timeout_come_back_as_from_a_fresh_interpreter(script, tmp_path):
+    assert processes.run_python([str(script), "exit"], tmp_path / "exit.log", timeout_s=120) == 3
+    assert processes.run_python([str(script), "fail"], tmp_path / "fail.log", timeout_s=120) == 1
+    assert "ValueError: a bad value" in (tmp_path / "fail.log").read_text()
+    assert processes.run_python([str(script), "sleep"], tmp_path / "sleep.log", timeout_s=3) == -1
+    assert "[stopped after 3 s]" in (tmp_path / "sleep.log").read_text()
+    assert processes.run_python([str(script), "ok"], tmp_path / "after.log", timeout_s=120) == 0   # still serving
+
+
+def test_a_new_environment_gets_a_new_server_and_the_switch_turns_it_off(script, tmp_path, monkeypatch):
+    first = processes._forkserver()
+    monkeypatch.setenv("COURSE_FORKSERVER_TEST", "1")   # what the children see changed: a server started with it
+    second = processes._forkserver()
+    assert second is not first and second.env["COURSE_FORKSERVER_TEST"] == "1"
+    assert not first.alive()
+    monkeypatch.setenv("COURSE_FORKSERVER", "0")
+    assert processes._forkserver() is None
+    assert processes.run_python([str(script), "exit"], tmp_path / "plain.log", timeout_s=120) == 3   # a new interpreter
+    assert os.environ["COURSE_FORKSERVER"] == "0"
