@@ -18,14 +18,19 @@ pyarrow bundles) are rebuilt in the child by their libraries' fork handlers: ``t
 that a forked child's matrix product still uses every core. ``COURSE_FORKSERVER=0`` turns it off.
 
 Protocol, one JSON line each way on the server's stdin/stdout: ``{"args": [...], "log": path, "cwd": path}`` →
-``{"pid": n}``, then ``{"code": exit code}`` when the run's process ends.
+``{"pid": n}``, then ``{"code": exit code}`` when the run's process ends. A server idle for :data:`IDLE_S` seconds
+exits; the next run starts another.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import sys
+
+IDLE_S = float(os.environ.get("COURSE_FORKSERVER_IDLE_S", 300))   # a server with no run for this long exits (it
+                                                                    # holds the libraries' memory, about 0.6 GB)
 
 PRELOAD = (  # what scripts/sft.py, dpo.py and grpo.py import; transformers and TRL load lazily, so name the classes
     "import torch",
@@ -92,7 +97,12 @@ def serve() -> None:
         out.write(json.dumps({"ready": False, "why": f"{threading.active_count()} threads after the imports"}) + "\n")
         return
     out.write(json.dumps({"ready": True}) + "\n")
-    for line in requests:
+    while True:
+        if not select.select([requests], [], [], IDLE_S)[0]:
+            return   # idle: give the memory back; the next run starts a new server
+        line = requests.readline()
+        if not line:
+            return   # the notebook's kernel has gone
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:

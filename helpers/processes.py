@@ -52,9 +52,14 @@ def run_python(args: list[str], log: Path, timeout_s: int | None = None) -> int:
     """Run ``python <args>`` from the current folder with the repository importable (output appended to
     ``log``); return its exit code (-1 after ``timeout_s``). Where forking is safe the process is forked from
     :mod:`helpers.forkserver`, which has imported the libraries once; elsewhere it is a new interpreter."""
-    server = _forkserver()
-    if server is not None:
-        return server.run(args, log, timeout_s)
+    for _ in range(2):
+        server = _forkserver()
+        if server is None:
+            break
+        try:
+            return server.run(args, log, timeout_s)
+        except _ServerGone:   # it exited (idle) as the run was sent: once more, with a new server
+            continue
     with open(log, "a") as out:
         try:
             return subprocess.run([sys.executable, *args], cwd=os.getcwd(), env=helper_env(),
@@ -62,6 +67,10 @@ def run_python(args: list[str], log: Path, timeout_s: int | None = None) -> int:
         except subprocess.TimeoutExpired:
             out.write(f"\n[stopped after {timeout_s} s]\n")
             return -1
+
+
+class _ServerGone(RuntimeError):
+    """The fork server had exited before it took the run."""
 
 
 class _ForkServer:
@@ -101,9 +110,16 @@ class _ForkServer:
         import json
         import signal
 
-        self.process.stdin.write(json.dumps({"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()}) + "\n")
-        self.process.stdin.flush()
-        pid = json.loads(self._line(None))["pid"]
+        try:
+            self.process.stdin.write(json.dumps({"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()})
+                                     + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _ServerGone()
+        started = self._line(None)
+        if not started:
+            raise _ServerGone()
+        pid = json.loads(started)["pid"]
         stopped = False
         while (line := self._line(None if stopped else timeout_s)) is None:
             os.kill(pid, signal.SIGKILL)   # past timeout_s: the server reports the killed process's code next

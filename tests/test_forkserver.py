@@ -54,12 +54,20 @@ def test_exit_codes_tracebacks_and_the_timeout_come_back_as_from_a_fresh_interpr
     assert processes.run_python([str(script), "ok"], tmp_path / "after.log", timeout_s=120) == 0   # still serving
 
 
-def test_a_new_environment_gets_a_new_server_and_the_switch_turns_it_off(script, tmp_path, monkeypatch):
+def test_a_new_environment_gets_a_new_server_an_idle_one_exits_and_the_switch_turns_it_off(script, tmp_path,
+                                                                                              monkeypatch):
+    import time
+
     first = processes._forkserver()
-    monkeypatch.setenv("COURSE_FORKSERVER_TEST", "1")   # what the children see changed: a server started with it
+    monkeypatch.setenv("COURSE_FORKSERVER_IDLE_S", "2")   # what the children see changed: a server started with it
     second = processes._forkserver()
-    assert second is not first and second.env["COURSE_FORKSERVER_TEST"] == "1"
+    assert second is not first and second.env["COURSE_FORKSERVER_IDLE_S"] == "2"
     assert not first.alive()
+    assert processes.run_python([str(script), "exit"], tmp_path / "idle.log", timeout_s=120) == 3
+    time.sleep(5)
+    assert not second.alive(), "a server idle for COURSE_FORKSERVER_IDLE_S seconds should have exited"
+    assert processes.run_python([str(script), "exit"], tmp_path / "again.log", timeout_s=120) == 3   # a new server
+    assert processes._forkserver() is not second
     monkeypatch.setenv("COURSE_FORKSERVER", "0")
     assert processes._forkserver() is None
     assert processes.run_python([str(script), "exit"], tmp_path / "plain.log", timeout_s=120) == 3   # a new interpreter
