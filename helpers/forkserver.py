@@ -89,7 +89,8 @@ def serve() -> None:
     requests = os.fdopen(os.dup(0), "r")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    for line in PRELOAD:
+    preload = os.environ.get("COURSE_FORKSERVER_PRELOAD")   # a test's shorter list (import lines, ";"-separated)
+    for line in preload.split(";") if preload else PRELOAD:
         exec(line, {})
     import threading
 

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
 # run again after the notebooks, on what they left (the student's second run): in the notebooks half, not in the tests'
 SECOND_RUN = "tests/test_notebooks_run.py::test_notebook_runs_twice_in_a_row_with_identical_metrics"
-NOTEBOOKS = [*PYTEST, "notebooks", SECOND_RUN, "--nbmake", "--nbmake-timeout=900"]
-TESTS = [*PYTEST, "tests", "--deselect", SECOND_RUN]
+NOTEBOOKS = [*PYTEST, "notebooks", SECOND_RUN, "--nbmake", "--nbmake-timeout=900", "--durations=0"]   # each notebook's time
+TESTS = [*PYTEST, "tests", "--deselect", SECOND_RUN, "--durations=15"]   # the slowest tests
 
 
 def build_model_caches() -> None:

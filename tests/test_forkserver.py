@@ -45,12 +45,13 @@ def test_a_forked_run_is_the_script_with_its_argv_folder_and_all_cores(script, t
     assert f"threads {torch.get_num_threads()} sum 1.0" in text   # the OpenMP pool is rebuilt in the fork
 
 
-def test_exit_codes_tracebacks_and_the_timeout_come_back_as_from_a_fresh_interpreter(script, tmp_path):
+def test_exit_codes_tracebacks_and_the_timeout_come_back_as_from_a_fresh_interpreter(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_FORKSERVER_PRELOAD", "import torch")   # a server that starts in seconds
     assert processes.run_python([str(script), "exit"], tmp_path / "exit.log", timeout_s=120) == 3
     assert processes.run_python([str(script), "fail"], tmp_path / "fail.log", timeout_s=120) == 1
     assert "ValueError: a bad value" in (tmp_path / "fail.log").read_text()
-    assert processes.run_python([str(script), "sleep"], tmp_path / "sleep.log", timeout_s=3) == -1
-    assert "[stopped after 3 s]" in (tmp_path / "sleep.log").read_text()
+    assert processes.run_python([str(script), "sleep"], tmp_path / "sleep.log", timeout_s=1) == -1
+    assert "[stopped after 1 s]" in (tmp_path / "sleep.log").read_text()
     assert processes.run_python([str(script), "ok"], tmp_path / "after.log", timeout_s=120) == 0   # still serving
 
 
@@ -58,13 +59,14 @@ def test_a_new_environment_gets_a_new_server_an_idle_one_exits_and_the_switch_tu
                                                                                               monkeypatch):
     import time
 
+    monkeypatch.setenv("COURSE_FORKSERVER_PRELOAD", "import torch")
     first = processes._forkserver()
     monkeypatch.setenv("COURSE_FORKSERVER_IDLE_S", "2")   # what the children see changed: a server started with it
     second = processes._forkserver()
     assert second is not first and second.env["COURSE_FORKSERVER_IDLE_S"] == "2"
     assert not first.alive()
     assert processes.run_python([str(script), "exit"], tmp_path / "idle.log", timeout_s=120) == 3
-    time.sleep(5)
+    time.sleep(3)
     assert not second.alive(), "a server idle for COURSE_FORKSERVER_IDLE_S seconds should have exited"
     assert processes.run_python([str(script), "exit"], tmp_path / "again.log", timeout_s=120) == 3   # a new server
     assert processes._forkserver() is not second
