@@ -9,6 +9,11 @@ notebooks' report is printed when both are done. Each notebook runs in order, ha
 in a student's session, and then notebook 05 runs a second time on what they left (tests/test_notebooks_run.py).
 The exit status is the worse of the two. The model caches are built first, once, so the two processes never build
 the same cache at the same time.
+
+Each half gets half the cores for torch's thread pool (``OMP_NUM_THREADS``, unless you set it). With two processes
+of two OpenMP threads each on 2 cores, the threads that wait at the end of a parallel region spin and take the core
+from the other half's work: on a 2-core AMD EPYC with native bf16 (2026-12-03), one thread per half took `make test`
+from 8.3 to 4.9 minutes (tests 6.9 -> 4.0, notebooks 8.2 -> 4.7), with the same 716 tests and 9 notebook runs passing.
 """
 
 from __future__ import annotations
@@ -37,9 +42,16 @@ def build_model_caches() -> None:
     packaged_model_dir()
 
 
+def threads_per_half() -> int:
+    """Torch threads for each of the two pytest processes: half the cores this process may use, at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    return max(1, cores // 2)
+
+
 def main(argv: list[str]) -> int:
     start = time.perf_counter()
     env = dict(os.environ)   # as given: building the caches below imports the course, which sets variables of its own
+    env.setdefault("OMP_NUM_THREADS", str(threads_per_half()))
     build_model_caches()
     with tempfile.NamedTemporaryFile("w+", prefix="notebooks-", suffix=".log", delete=False) as log:
         print(f"notebooks: running beside the tests (log: {log.name}); their report follows the tests'.", flush=True)
