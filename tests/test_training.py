@@ -221,3 +221,35 @@ def test_reading_the_settings_leaves_a_live_trainer_working(trained):
     manifests.run_settings(profile)
     manifests.dpo_settings(profile)
     assert trainer.accelerator.device.type == "cpu"
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_eager_attention_only_while_training_in_bf16_on_cpu_and_the_same_outputs(bf16):
+    """helpers.training.eager_attention_for_bf16_on_cpu: eager attention inside the block for a bf16 trainer on CPU
+    (torch's fused attention has a slow bf16 backward there), sdpa again after it, and sdpa throughout in fp32; the
+    two implementations give the same logits at every real position of a padded batch (a padding position's own
+    output, which no loss reads, differs: it attends to nothing)."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model
+
+    profile = get_profile("tiny")
+    model = get_peft_model(load_model(profile), training.lora_config(profile))
+    base = model.get_base_model()
+    assert base.config._attn_implementation == "sdpa"
+    ids = torch.randint(3, 100, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0   # left padding (generation, DPO's prompts)
+    mask[2, 8:] = 0   # right padding (SFT's batches)
+
+    def real_logits():
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask).logits[mask == 1]
+
+    fused = real_logits()
+    trainer = SimpleNamespace(model=model, ref_model=None, args=SimpleNamespace(bf16=bf16))
+    with training.eager_attention_for_bf16_on_cpu(trainer):
+        assert base.config._attn_implementation == ("eager" if bf16 else "sdpa")
+        inside = real_logits()
+    assert base.config._attn_implementation == "sdpa"
+    torch.testing.assert_close(inside, fused, rtol=1e-5, atol=1e-5)
