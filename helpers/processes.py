@@ -121,9 +121,14 @@ class _ForkServer:
             raise _ServerGone()
         pid = json.loads(started)["pid"]
         stopped = False
-        while (line := self._line(None if stopped else timeout_s)) is None:
-            os.kill(pid, signal.SIGKILL)   # past timeout_s: the server reports the killed process's code next
-            stopped = True
+        try:
+            while (line := self._line(None if stopped else timeout_s)) is None:
+                os.kill(pid, signal.SIGKILL)   # past timeout_s: the server reports the killed process's code next
+                stopped = True
+        except BaseException:   # interrupted (Kernel → Interrupt): stop the run, as subprocess.run stops its child
+            os.kill(pid, signal.SIGKILL)
+            self._line(30)      # the killed run's exit code, so that the next run reads its own replies
+            raise
         if not line:
             raise RuntimeError(f"The fork server stopped while running {args[0]}; see {log}.")
         code = json.loads(line)["code"]

@@ -74,3 +74,22 @@ def test_a_new_environment_gets_a_new_server_an_idle_one_exits_and_the_switch_tu
     assert processes._forkserver() is None
     assert processes.run_python([str(script), "exit"], tmp_path / "plain.log", timeout_s=120) == 3   # a new interpreter
     assert os.environ["COURSE_FORKSERVER"] == "0"
+
+
+def test_an_interrupted_run_is_stopped_and_the_next_run_reads_its_own_replies(script, tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_FORKSERVER_PRELOAD", "import torch")
+    server = processes._forkserver()
+    real_line = server._line
+    calls = []
+
+    def interrupted_line(timeout_s):   # the student presses Interrupt while the run sleeps
+        calls.append(timeout_s)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_line(timeout_s)
+
+    monkeypatch.setattr(server, "_line", interrupted_line)
+    with pytest.raises(KeyboardInterrupt):
+        processes.run_python([str(script), "sleep"], tmp_path / "interrupted.log", timeout_s=120)
+    monkeypatch.setattr(server, "_line", real_line)
+    assert processes.run_python([str(script), "exit"], tmp_path / "next.log", timeout_s=120) == 3
