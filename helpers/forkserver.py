@@ -18,7 +18,7 @@ pyarrow bundles) are rebuilt in the child by their libraries' fork handlers: ``t
 that a forked child's matrix product still uses every core. ``COURSE_FORKSERVER=0`` turns it off.
 
 Protocol, one JSON line each way on the server's stdin/stdout: ``{"args": [...], "log": path, "cwd": path}`` →
-``{"pid": n}``, then ``{"code": exit code}`` when the run's process ends. A server idle for :data:`IDLE_S` seconds
+``{"pid": n}``, then ``{"pid": n, "code": exit code}`` when the run's process ends. A server idle for :data:`IDLE_S` seconds
 exits; the next run starts another.
 """
 
@@ -44,10 +44,15 @@ PRELOAD = (  # what scripts/sft.py, dpo.py and grpo.py import; transformers and 
 
 
 def _run_child(args: list[str], log: str, cwd: str) -> None:
-    """In the forked child: output to ``log``, the script's argv and folder, run it, exit with its code."""
+    """In the forked child: output to ``log``, the script's argv and folder, run it, exit with its code after the
+    shutdown a normal interpreter does (``atexit`` functions, logging's flush)."""
+    import atexit
+    import logging
     import runpy
+    import signal
     import traceback
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # the server ignores Ctrl-C; a run stops on it
     code = 1
     try:
         fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -55,8 +60,10 @@ def _run_child(args: list[str], log: str, cwd: str) -> None:
         os.dup2(fd, 2)
         os.close(fd)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        sys.stdout = open(1, "w", buffering=1, closefd=False, encoding=sys.__stdout__.encoding or "utf-8",
+                          errors="backslashreplace")
+        sys.stderr = open(2, "w", buffering=1, closefd=False, encoding=sys.__stderr__.encoding or "utf-8",
+                          errors="backslashreplace")
         os.chdir(cwd)
         if args[0] == "-m":
             sys.argv = [args[1], *args[2:]]
@@ -75,6 +82,11 @@ def _run_child(args: list[str], log: str, cwd: str) -> None:
     except BaseException:
         traceback.print_exc()
     finally:
+        try:
+            atexit._run_exitfuncs()
+            logging.shutdown()
+        except BaseException:
+            pass
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -85,8 +97,11 @@ def _run_child(args: list[str], log: str, cwd: str) -> None:
 
 def serve() -> None:
     """The server's loop (``python -m helpers.forkserver``): import, say whether it can serve, then fork per run."""
-    out = os.fdopen(os.dup(1), "w", buffering=1)       # the protocol's channel; fd 1 and 2 go to stderr's target
-    requests = os.fdopen(os.dup(0), "r")
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # a kernel's Interrupt goes to its whole process group: not for us
+    out = os.fdopen(os.dup(1), "w", buffering=1)   # the protocol's channel; fd 1 and 2 go to stderr's target
+    requests = os.dup(0)                           # read unbuffered, so that select() sees every waiting request
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     preload = os.environ.get("COURSE_FORKSERVER_PRELOAD")   # a test's shorter list (import lines, ";"-separated)
@@ -98,21 +113,25 @@ def serve() -> None:
         out.write(json.dumps({"ready": False, "why": f"{threading.active_count()} threads after the imports"}) + "\n")
         return
     out.write(json.dumps({"ready": True}) + "\n")
+    pending = b""
     while True:
-        if not select.select([requests], [], [], IDLE_S)[0]:
-            return   # idle: give the memory back; the next run starts a new server
-        line = requests.readline()
-        if not line:
-            return   # the notebook's kernel has gone
+        while b"\n" not in pending:
+            if not select.select([requests], [], [], IDLE_S)[0]:
+                return   # idle: give the memory back; the next run starts a new server
+            chunk = os.read(requests, 65536)
+            if not chunk:
+                return   # the notebook's kernel has gone
+            pending += chunk
+        line, pending = pending.split(b"\n", 1)
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             out.close()
-            requests.close()
+            os.close(requests)
             _run_child(request["args"], request["log"], request["cwd"])
         out.write(json.dumps({"pid": pid}) + "\n")
         _, status = os.waitpid(pid, 0)
-        out.write(json.dumps({"code": os.waitstatus_to_exitcode(status)}) + "\n")
+        out.write(json.dumps({"pid": pid, "code": os.waitstatus_to_exitcode(status)}) + "\n")
 
 
 if __name__ == "__main__":

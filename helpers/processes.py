@@ -74,18 +74,24 @@ class _ServerGone(RuntimeError):
 
 
 class _ForkServer:
-    """The client side of :mod:`helpers.forkserver`: one server per environment, started on first use."""
+    """The client side of :mod:`helpers.forkserver`: one server per environment, folder and helpers code, started on
+    first use. Any reply it does not expect (a run interrupted twice, a server that stopped answering) ends this
+    server: the next run starts another, so client and server never read each other's lines out of step."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    READY_TIMEOUT_S = 600
+
+    def __init__(self, key: tuple) -> None:
         import json
 
-        self.env = env
-        self.process = subprocess.Popen([sys.executable, "-m", "helpers.forkserver"], env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        text=True, bufsize=1)
+        self.key = key
+        self.process = subprocess.Popen([sys.executable, "-m", "helpers.forkserver"], env=key[0],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._pending = b""
-        hello = self._line(None)
-        self.ready = bool(hello) and json.loads(hello).get("ready", False)
+        hello = self._line(self.READY_TIMEOUT_S)
+        answer = json.loads(hello) if hello else {"ready": False, "why": "no answer from the server"}
+        self.ready, self.why = bool(answer.get("ready")), answer.get("why", "")
+        if not self.ready:
+            self.close()
 
     def _line(self, timeout_s: float | None) -> str | None:
         """The server's next line, read from its pipe unbuffered (so that ``select`` sees all that is waiting);
@@ -108,13 +114,12 @@ class _ForkServer:
 
     def run(self, args: list[str], log: Path, timeout_s: int | None) -> int:
         import json
-        import signal
 
+        request = {"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()}
         try:
-            self.process.stdin.write(json.dumps({"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()})
-                                     + "\n")
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except OSError:
             raise _ServerGone()
         started = self._line(None)
         if not started:
@@ -123,51 +128,95 @@ class _ForkServer:
         stopped = False
         try:
             while (line := self._line(None if stopped else timeout_s)) is None:
-                os.kill(pid, signal.SIGKILL)   # past timeout_s: the server reports the killed process's code next
+                _kill(pid)   # past timeout_s: the server reports the killed process's code next
                 stopped = True
         except BaseException:   # interrupted (Kernel → Interrupt): stop the run, as subprocess.run stops its child
-            os.kill(pid, signal.SIGKILL)
-            self._line(30)      # the killed run's exit code, so that the next run reads its own replies
+            _kill(pid)
+            reply = self._line(30)   # the killed run's exit code, so that the next run reads its own replies
+            if not reply or json.loads(reply).get("pid") != pid:
+                self.close()         # out of step: this server is done, the next run starts a new one
             raise
         if not line:
             raise RuntimeError(f"The fork server stopped while running {args[0]}; see {log}.")
-        code = json.loads(line)["code"]
+        reply = json.loads(line)
+        if reply.get("pid") != pid:
+            self.close()
+            raise RuntimeError(f"The fork server answered for another run than {args[0]}; run it again.")
         if stopped:
             with open(log, "a") as out:
                 out.write(f"\n[stopped after {timeout_s} s]\n")
             return -1
-        return code
+        return reply["code"]
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.close()
+        """Stop the server (it exits when its input closes; killed if it does not within 30 s)."""
+        self.ready = False
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
             self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:   # it had already ended
+        pass
 
 
 _SERVER: _ForkServer | None = None
+_NOT_FORKABLE: str | None = None   # why a server of this kernel could not serve (then no other is tried)
+
+
+def _server_key() -> tuple:
+    """What a forked run inherits from the server and a new interpreter would take afresh: the environment, the
+    folder (``sys.path`` starts there), and the helpers package's code (an edited module needs a new server)."""
+    from .paths import REPO_ROOT
+
+    code = tuple(sorted((f.name, f.stat().st_mtime_ns) for f in (REPO_ROOT / "helpers").glob("*.py")))
+    return helper_env(), os.getcwd(), code
 
 
 def _forkserver() -> _ForkServer | None:
-    """This kernel's fork server for the current environment, or ``None`` where a fork is not safe (not Linux, a
-    CUDA GPU visible, ``COURSE_FORKSERVER=0``, or a server that found threads after its imports)."""
+    """This kernel's fork server, or ``None`` where a fork is not safe: not Linux, a CUDA GPU visible,
+    ``COURSE_FORKSERVER=0``, or a server that could not serve on this machine (it said why)."""
     global _SERVER
-    if sys.platform != "linux" or os.environ.get("COURSE_FORKSERVER", "1") == "0":
+    if sys.platform != "linux" or os.environ.get("COURSE_FORKSERVER", "1") == "0" or _NOT_FORKABLE:
         return None
     import torch
 
     if torch.cuda.is_available():
         return None
-    env = helper_env()
-    if _SERVER is not None and (_SERVER.env != env or not _SERVER.alive()):
-        if _SERVER.env != env or _SERVER.ready:
-            _SERVER.close()
-            _SERVER = None
+    key = _server_key()
+    if _SERVER is not None and (_SERVER.key != key or not _SERVER.alive()):
+        _SERVER.close()
+        _SERVER = None
     if _SERVER is None:
-        import atexit
+        _SERVER = _ForkServer(key)
+        if not _SERVER.ready:
+            _not_forkable(_SERVER.why)
+            _SERVER = None
+    return _SERVER
 
-        _SERVER = _ForkServer(env)
-        atexit.register(_SERVER.close)
-    return _SERVER if _SERVER.ready else None
+
+def _not_forkable(why: str) -> None:
+    global _NOT_FORKABLE
+    _NOT_FORKABLE = why or "unknown"
+    print(f"Trainings in a fresh process start a new Python interpreter each ({_NOT_FORKABLE}).", file=sys.stderr)
+
+
+@__import__("atexit").register
+def _close_server() -> None:
+    if _SERVER is not None:
+        _SERVER.close()
 
 
 def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = None) -> int:
