@@ -41,8 +41,6 @@ PRELOAD = (  # what scripts/sft.py, dpo.py and grpo.py import; transformers and 
 )
 
 
-
-
 def _run_child(args: list[str], log: str, cwd: str) -> None:
     """In the forked child: output to ``log``, the script's argv and folder, run it, exit with its code after the
     shutdown a normal interpreter does (``atexit`` functions, logging's flush)."""
