@@ -10,9 +10,9 @@ install), ``models`` (load model/tokenizer), ``skills`` (the synthetic dataset a
 normalisers), ``evaluation`` (generation, skill accuracy, perplexity), ``training`` (SFT configs and what every trainer
 needs on the student's hardware), ``dpo`` (pairs, scoring, DPO config), ``quant`` and ``bnb`` (tested copies of the
 quantization miniatures, GPTQModel), ``qlora``, ``artifacts`` (the manifest rule), ``pipeline`` (every artifact a
-later notebook needs), ``isolated``, ``processes`` and ``forkserver`` (runs in a fresh process), ``measure`` (one harness for every
-variant), ``comparison`` (models side by side, notebook 07's table), ``plots``, ``results`` (the results contract),
-``text`` (offline text), ``paths``.
+later notebook needs), ``isolated``, ``processes`` and ``forkserver`` (runs in a fresh process), ``measure`` (one
+harness for every variant), ``comparison`` (models side by side, notebook 07's table), ``plots``, ``results`` (the
+results contract), ``text`` (offline text), ``paths``.
 """
 
 from __future__ import annotations

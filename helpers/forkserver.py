@@ -17,9 +17,9 @@ native threads that the imports start (torch's idle OpenMP workers, the backgrou
 pyarrow bundles) are rebuilt in the child by their libraries' fork handlers: ``tests/test_forkserver.py`` checks
 that a forked child's matrix product still uses every core. ``COURSE_FORKSERVER=0`` turns it off.
 
-Protocol, one JSON line each way on the server's stdin/stdout: ``{"args": [...], "log": path, "cwd": path}`` →
-``{"pid": n}``, then ``{"pid": n, "code": exit code}`` when the run's process ends. A server idle for :data:`IDLE_S` seconds
-exits; the next run starts another.
+Protocol, one JSON line each way on the server's stdin/stdout: ``{"args": [script, ...], "log": path, "cwd": path}``
+→ ``{"pid": n}``, then ``{"pid": n, "code": exit code}`` when the run's process ends. A server idle for
+:data:`IDLE_S` seconds exits; the next run starts another.
 """
 
 from __future__ import annotations
@@ -39,6 +39,23 @@ PRELOAD = (  # what scripts/sft.py, dpo.py and grpo.py import; transformers and 
     "from trl import DPOConfig, DPOTrainer, GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer",
     "import helpers.training, helpers.dpo, helpers.grpo, helpers.isolated, helpers.manifests",
 )
+
+
+def read_line(fd: int, pending: bytearray, timeout_s: float | None) -> bytes | None:
+    """The next line from the pipe ``fd``, read unbuffered so that ``select`` sees all that is waiting (``pending``
+    keeps what came after it); ``None`` when ``timeout_s`` passes first, ``b""`` when the other side has gone. Both
+    ends of the protocol read with it."""
+    while b"\n" not in pending:
+        if not select.select([fd], [], [], timeout_s)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        pending += chunk
+    end = pending.index(b"\n")
+    line = bytes(pending[:end])
+    del pending[:end + 1]
+    return line
 
 
 def _run_child(args: list[str], log: str, cwd: str) -> None:
@@ -63,14 +80,10 @@ def _run_child(args: list[str], log: str, cwd: str) -> None:
         sys.stderr = open(2, "w", buffering=1, closefd=False, encoding=sys.__stderr__.encoding or "utf-8",
                           errors="backslashreplace")
         os.chdir(cwd)
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            script = os.path.abspath(args[0])
-            sys.argv = [script, *args[1:]]
-            sys.path[0] = os.path.dirname(script)   # as `python script.py` sets it
-            runpy.run_path(script, run_name="__main__")
+        script = os.path.abspath(args[0])
+        sys.argv = [script, *args[1:]]
+        sys.path[0] = os.path.dirname(script)   # as `python script.py` sets it
+        runpy.run_path(script, run_name="__main__")
         code = 0
     except SystemExit as stop:
         if isinstance(stop.code, int) or stop.code is None:
@@ -111,16 +124,8 @@ def serve() -> None:
         out.write(json.dumps({"ready": False, "why": f"{threading.active_count()} threads after the imports"}) + "\n")
         return
     out.write(json.dumps({"ready": True}) + "\n")
-    pending = b""
-    while True:
-        while b"\n" not in pending:
-            if not select.select([requests], [], [], IDLE_S)[0]:
-                return   # idle: give the memory back; the next run starts a new server
-            chunk = os.read(requests, 65536)
-            if not chunk:
-                return   # the notebook's kernel has gone
-            pending += chunk
-        line, pending = pending.split(b"\n", 1)
+    pending = bytearray()
+    while line := read_line(requests, pending, IDLE_S):   # None: idle, give the memory back; b"": the kernel has gone
         request = json.loads(line)
         pid = os.fork()
         if pid == 0:

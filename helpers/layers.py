@@ -16,8 +16,9 @@ from __future__ import annotations
 
 LESSON = ("bnb", "comparison", "data", "dpo", "evaluation", "grpo", "hub_data", "measure", "models", "plots", "qlora",
           "quant", "serving", "skills", "stats", "text", "training")
-BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "forkserver", "hardware", "hub_fixtures",
-         "isolated", "layers", "manifests", "model_cache", "paths", "pipeline", "processes", "profiles", "results")
+BUILD = ("__init__", "artifacts", "claims", "colab", "cost", "errors", "exercises", "forkserver", "hardware",
+         "hub_fixtures", "isolated", "layers", "manifests", "model_cache", "paths", "pipeline", "processes", "profiles",
+         "results")
 
 BUILD_API = {
     "__init__": ("Profile", "get_profile", "setup"),

@@ -1,7 +1,8 @@
-"""Run a course script or helper module in a fresh Python process, with a progress bar that follows its log.
+"""Run a course script in a fresh Python process, with a progress bar that follows its log.
 
-Used where a result belongs to a whole process: the peak memory of a training (notebook 06, ``scripts/sft.py``)
-and GPTQModel's quantizations (notebooks 03, 04 and 07), which patch torch for the rest of the process.
+Used where a result belongs to a whole process: the peak memory of a training (notebook 06, ``scripts/sft.py``), and
+the pipeline's trainings of an adapter a later notebook needs (``scripts/sft.py``, ``dpo.py``, ``grpo.py``). Where
+forking is safe the process comes from :mod:`helpers.forkserver`.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class _ForkServer:
         self.key = key
         self.process = subprocess.Popen([sys.executable, "-m", "helpers.forkserver"], env=key[0],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self._pending = b""
+        self._pending = bytearray()
         hello = self._line(self.READY_TIMEOUT_S)
         answer = json.loads(hello) if hello else {"ready": False, "why": "no answer from the server"}
         self.ready, self.why = bool(answer.get("ready")), answer.get("why", "")
@@ -94,20 +95,12 @@ class _ForkServer:
             self.close()
 
     def _line(self, timeout_s: float | None) -> str | None:
-        """The server's next line, read from its pipe unbuffered (so that ``select`` sees all that is waiting);
-        ``None`` when ``timeout_s`` passes first, ``""`` when the server has gone."""
-        import select
+        """The server's next line (:func:`helpers.forkserver.read_line`); ``None`` when ``timeout_s`` passes first,
+        ``""`` when the server has gone."""
+        from .forkserver import read_line
 
-        fd = self.process.stdout.fileno()
-        while b"\n" not in self._pending:
-            if not select.select([fd], [], [], timeout_s)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return ""
-            self._pending += chunk
-        line, self._pending = self._pending.split(b"\n", 1)
-        return line.decode()
+        line = read_line(self.process.stdout.fileno(), self._pending, timeout_s)
+        return None if line is None else line.decode()
 
     def alive(self) -> bool:
         return self.ready and self.process.poll() is None
@@ -219,9 +212,6 @@ def _close_server() -> None:
         _SERVER.close()
 
 
-def run_module(module: str, args: list[str], log: Path, timeout_s: int | None = None) -> int:
-    """Run ``python -m <module> <args>`` (see :func:`run_python`)."""
-    return run_python(["-m", module, *args], log, timeout_s)
 
 
 def log_tail(log: Path, lines: int) -> str:

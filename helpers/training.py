@@ -296,7 +296,8 @@ def hardware_fixes(trainer):
 
     - trainable bf16 weights go back to fp32 unless the trainer computes in bf16 (:func:`fp32_trainable_weights`);
     - on CPU, TRL's chunked LM head is replaced by the plain computation (:func:`full_logits_head_on_cpu`);
-    - on CPU in bf16, attention is computed eagerly, not by torch's fused kernel (:func:`eager_attention_for_bf16_on_cpu`);
+    - on CPU in bf16, attention is computed eagerly, not by torch's fused kernel
+      (:func:`eager_attention_for_bf16_on_cpu`);
     - afterwards the model computes in its own dtype again (:func:`unwrap_autocast`), ready to evaluate.
 
     The training time goes to ``trainer.train_seconds``."""

@@ -1,7 +1,9 @@
 """The fork server behind helpers.processes.run_python: a forked run behaves as `python script.py` would."""
 
 import os
+import signal
 import sys
+import time
 
 import pytest
 
@@ -61,8 +63,6 @@ def test_exit_codes_tracebacks_and_the_timeout_come_back_as_from_a_fresh_interpr
 
 def test_a_new_environment_gets_a_new_server_an_idle_one_exits_and_the_switch_turns_it_off(script, tmp_path,
                                                                                               monkeypatch):
-    import time
-
     monkeypatch.setenv("COURSE_FORKSERVER_PRELOAD", "import torch")
     first = processes._forkserver()
     monkeypatch.setenv("COURSE_FORKSERVER_IDLE_S", "2")   # what the children see changed: a server started with it
@@ -99,9 +99,6 @@ def test_an_interrupted_run_is_stopped_and_the_next_run_reads_its_own_replies(sc
         processes.run_python([str(script), "sleep"], tmp_path / "interrupted.log", timeout_s=120)
     monkeypatch.setattr(server, "_line", real_line)
     assert processes.run_python([str(script), "exit"], tmp_path / "next.log", timeout_s=120) == 3
-    import signal
-    import time
-
     os.kill(server.process.pid, signal.SIGINT)   # Jupyter's Interrupt reaches the kernel's whole process group
     time.sleep(1)
     assert server.alive(), "the server should ignore Ctrl-C; the run it forked stops on it"
