@@ -321,6 +321,9 @@ PROFILES: dict[str, Profile] = {
         ppl_max_tokens=4096,
         dpo_sft_weight=1.0,  # DPO + NLL of the chosen answers: plain DPO at this learning rate costs skill accuracy
         quant_group_size=64,  # 576 (hidden size) is not a multiple of 128
+        # 03/04: docstrings against chat calibration, as on the GPU profiles; the mix as well costs one GPTQ, one AWQ
+        # and two evaluations (tiny keeps it, so the tests run it)
+        calibration_sources=("skills",),
         # read only when COURSE_SFT_DATASET / COURSE_PREFERENCE_DATASET name a Hub dataset (with COURSE_HUB_DATA offline)
         sft_mix_rows=160,
         preference_rows=192,

@@ -436,20 +436,14 @@ def default_backend(method: str, bits: int = 4, cuda: bool | None = None):
 
 
 def default_dtype(method: str = "gptq") -> torch.dtype:
-    """The dtype GPTQModel quantizes ``method`` in: the profile's compute dtype (:attr:`Profile.compute_dtype`),
-    except that AWQ always quantizes in 16-bit.
+    """The dtype GPTQModel quantizes ``method`` in: the profile's compute dtype (:attr:`Profile.compute_dtype`).
 
     Left to itself GPTQModel quantizes in bf16 on every CPU, several times slower than fp32 on CPUs without native
-    bf16, so there GPTQ quantizes in fp32 (:func:`torch_kernels_allow_fp32`). GPTQModel 7.6's AWQ quantized in fp32
-    gives a broken model (its group scales come out far too large; ``tests/test_quant.py`` keeps an eye on it), so
-    AWQ quantizes in bf16 on CPU (fp16 on a T4): slower on those CPUs, but right. Measurements:
-    ``notes/under_the_hood.md``."""
+    bf16, so there GPTQ and AWQ quantize in fp32 (:func:`torch_kernels_allow_fp32`; AWQ with
+    :func:`awq_fp32_master_copy`, which fixes GPTQModel 7.6's AWQ in fp32). Measurements: ``notes/under_the_hood.md``."""
     from .profiles import get_profile
 
-    dtype = get_profile().compute_dtype
-    if method == "awq" and dtype == torch.float32:
-        return torch.bfloat16
-    return dtype
+    return get_profile().compute_dtype
 
 
 def kernel_dtype() -> torch.dtype:
@@ -483,6 +477,48 @@ def torch_kernels_allow_fp32(dtype: torch.dtype):
     finally:
         for cls, dtypes in saved.items():
             cls.SUPPORTS_DTYPES = dtypes
+
+
+AWQ_MASTER_COPY = "fc.weight.detach().to(torch.float32).cpu().contiguous()"   # GPTQModel 7.6, awq_processor.py
+
+
+@contextmanager
+def awq_fp32_master_copy(dtype: torch.dtype):
+    """Fix GPTQModel 7.6's AWQ in fp32 while the block runs (only when ``dtype`` is fp32).
+
+    AWQ's scale search (``AWQProcessor._compute_best_scale``) tries 20 ratios; for each it scales, quantizes and
+    unscales the layer's weights in place, then restores them from an "FP32 master copy" taken at the start:
+    ``fc.weight.detach().to(torch.float32).cpu().contiguous()``. For an fp32 weight on the CPU each of those calls
+    returns the tensor itself, so the "copy" is the live weight: the restore copies it onto itself, every ratio is
+    scored on weights the earlier ones already quantized, and the layer keeps the damage (perplexity above 1e8 on
+    SmolLM2-135M, its group scales far too large). In bf16, or on a GPU, the copy is real. This recompiles that one
+    method with ``copy=True`` in the expression and raises if the expression is not found (a GPTQModel that changed
+    it needs this looked at again, not silently skipped)."""
+    if dtype != torch.float32:
+        yield
+        return
+    import inspect
+    import textwrap
+
+    from gptqmodel.looper import awq_processor
+
+    cls = awq_processor.AWQProcessor
+    original = cls.__dict__["_compute_best_scale"]
+    source = textwrap.dedent(inspect.getsource(original))
+    if source.count(AWQ_MASTER_COPY) != 1:
+        raise QuantError(f"GPTQModel's AWQProcessor._compute_best_scale no longer contains {AWQ_MASTER_COPY!r}, "
+                         "which helpers.quant.awq_fp32_master_copy rewrites so that AWQ in fp32 restores the weights "
+                         "between its candidate scales. Check whether this GPTQModel fixed it (run "
+                         "tests/test_quant.py -k awq_in_fp32) and update the patch, or quantize AWQ in bf16: "
+                         "quant.gptqmodel_quantize(..., dtype=torch.bfloat16).")
+    fixed = source.replace(AWQ_MASTER_COPY, "fc.weight.detach().to(device='cpu', dtype=torch.float32, copy=True).contiguous()")
+    namespace: dict = {}
+    exec(compile(fixed, awq_processor.__file__, "exec"), vars(awq_processor), namespace)   # keeps its decorators
+    cls._compute_best_scale = namespace["_compute_best_scale"]
+    try:
+        yield
+    finally:
+        cls._compute_best_scale = original
 
 
 def kernels_in(model: nn.Module) -> list[str]:
@@ -700,7 +736,8 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
                      awq_clip_tokens: int = 512, on_layer=None) -> float:
     """Call ``quantize_with(model_dir, out_dir, config, calibration, dtype, backend)`` (default
     :func:`quantize_model`) in this process, with what GPTQModel needs on this machine around it: fp32 allowed in
-    its CPU kernels when the profile computes in fp32 (:func:`torch_kernels_allow_fp32`), AWQ's clipping search on,
+    its CPU kernels when the profile computes in fp32 (:func:`torch_kernels_allow_fp32`; for AWQ also
+    :func:`awq_fp32_master_copy`), AWQ's clipping search on,
     off or cheaper (:func:`awq_clip_search`), memory freed afterwards. Returns the seconds the call took (load,
     quantize and save). ``dtype`` and ``backend`` default to :func:`default_dtype` and :func:`default_backend`.
     ``on_layer(index)`` is called as GPTQModel finishes each decoder layer (its ``layer_callback``), for a progress
@@ -729,7 +766,8 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
     hf_logging.disable_progress_bar()   # save_pretrained's "Writing model shards" bar would draw in the cell
     BaseQModel.layer_callback = _LayerDone(on_layer) if on_layer else None   # read by GPTQModel's ModuleLooper
     try:
-        with torch_kernels_allow_fp32(dtype), clip:
+        awq_fix = awq_fp32_master_copy(dtype) if method == "awq" else contextlib.nullcontext()
+        with torch_kernels_allow_fp32(dtype), awq_fix, clip:
             (quantize_with or quantize_model)(model_dir, out_dir, config, list(calibration), dtype, backend)
     finally:
         del BaseQModel.layer_callback

@@ -218,7 +218,7 @@ def bench(paths: list[str], profile_name: str) -> dict:
             from helpers import cost
 
             work = (cost.gptq_quantization(profile) if method == "gptq" else cost.awq_quantization(profile)).flops
-            r = row(method, seconds, precision="bf16" if method == "awq" else precision,
+            r = row(method, seconds, precision=precision,
                     note=f"{len(calibration)} calibration passages, load + quantize + save; GPTQModel's work is not "
                          "counted: helpers.cost's estimate is an upper bound, so no rate or share is claimed")
             report(dict(r, estimated_gflop_upper_bound=round(work / 1e9, 1)))
