@@ -67,6 +67,23 @@ def merged(profile: Profile, adapter: Path, name: str, base_path: str | None = N
     return target
 
 
+def loftq_start(profile: Profile, peft_model, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """Save notebook 06's LoftQ starting point for ``scripts/sft.py --base ... --init-adapter ...`` to
+    ``outputs/06_loftq_init/<profile>/``: ``base/`` holds the model with Q in place of every LoRA target weight (not
+    merged: loaded in NF4 again it stays Q), ``adapter/`` the adapter that starts at A, B. ``peft_model`` is
+    unloaded by this (its LoRA layers removed). Saved on every run: building it takes seconds, and the QLoRA run
+    trained from it is reused only while these files hold the same weights (:func:`helpers.manifests.start_settings`
+    fingerprints them), so an edited LoftQ cell trains again."""
+    from .models import base_fingerprint
+
+    folder = outputs_dir("06_loftq_init") / profile.name
+    with artifact(folder, {"base": base_fingerprint(profile), "made_from": "notebook 06's LoftQ cell"}) as tmp:
+        peft_model.save_pretrained(tmp / "adapter")
+        peft_model.unload().save_pretrained(tmp / "base")
+        tokenizer.save_pretrained(tmp / "base")
+    return folder
+
+
 @takes_profile
 def sft_merged(profile: Profile, tokenizer: PreTrainedTokenizerBase | None = None) -> Path:
     """The base model with notebook 01's adapter merged in (:func:`sft_adapter`, :func:`merged`)."""

@@ -104,7 +104,19 @@ def row(path: str, seconds: float, flops: float | None = None, bytes_moved: floa
         out.update(gb_moved=round(bytes_moved / 1e9, 3), achieved_gbs=round(rate, 2))
         if limits:
             out["share_of_bandwidth"] = round(rate / limits["bandwidth_gbs"], 3)
+    if flops and bytes_moved and limits:
+        bound, kind = roofline(flops, bytes_moved, limits["matmul_gflops"][precision], limits["bandwidth_gbs"])
+        out.update(roofline_bound=kind, share_of_roofline=round(bound / seconds, 3))
     return out
+
+
+def roofline(flops: float, bytes_moved: float, matmul_gflops: float, bandwidth_gbs: float) -> tuple[float, str]:
+    """The roofline's lower bound on the time of work that does ``flops`` and reads ``bytes_moved``: the larger of
+    the compute time at the matmul rate and the transfer time at the bandwidth, and which of the two binds. Batched
+    decoding reads the weights once per step for the whole batch, so at batch 32 it is compute-bound on these CPUs
+    (about 32 FLOPs per byte read in bf16, against a ridge of 380 GFLOP/s / 30 GB/s, about 13)."""
+    compute, transfer = flops / (matmul_gflops * 1e9), bytes_moved / (bandwidth_gbs * 1e9)
+    return (compute, "compute") if compute >= transfer else (transfer, "bandwidth")
 
 
 def bench(paths: list[str], profile_name: str) -> dict:

@@ -19,7 +19,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+import bench as bench_script  # noqa: E402  (scripts/bench.py: the roofline arithmetic)
 from helpers import cost  # noqa: E402
 from helpers.profiles import PROFILES, training_memory_gb  # noqa: E402
 
@@ -94,6 +96,10 @@ def bench_block(bench: dict | None) -> str:
             rate = f"{r['achieved_gflops']:.0f} GFLOP/s" + (f", {r['achieved_gbs']:.1f} GB/s" if "achieved_gbs" in r else "")
         shares = [f"{100 * r[k]:.0f}% of {name}" for k, name in (("share_of_matmul_limit", f"{r['precision']} matmul"),
                                                                   ("share_of_bandwidth", "bandwidth")) if k in r]
+        if "gflop" in r and "gb_moved" in r:   # both bounds apply: say which binds (recomputed for older files)
+            bound, kind = bench_script.roofline(r["gflop"] * 1e9, r["gb_moved"] * 1e9, lim["matmul_gflops"][r["precision"]],
+                                         lim["bandwidth_gbs"])
+            shares.append(f"{kind}-bound: {r['seconds'] / bound:.1f}× its roofline time")
         lines.append(f"| {r['path']} | {r['seconds']:.2f} | {work} | {rate} | {'; '.join(shares) or 'not claimed (estimated work)'} |")
     return "\n".join(lines) + "\n"
 

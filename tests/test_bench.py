@@ -20,6 +20,12 @@ def test_row_is_work_over_time_over_the_limit():
     assert r["achieved_gflops"] == 100.0 and r["share_of_matmul_limit"] == 0.25
     assert r["achieved_gbs"] == 5.0 and r["share_of_bandwidth"] == 0.25
     assert "share_of_matmul_limit" not in bench.row("x", 1.0, flops=1e9)
+    # the roofline: 200 GFLOP at 400 GFLOP/s = 0.5 s against 10 GB at 20 GB/s = 0.5 s; more bytes make it
+    # bandwidth-bound
+    assert r["roofline_bound"] == "compute" and r["share_of_roofline"] == 0.25
+    r = bench.row("x", 2.0, flops=200e9, bytes_moved=16e9, precision="bf16", limits=limits)
+    assert r["roofline_bound"] == "bandwidth" and r["share_of_roofline"] == 0.4
+    assert bench.roofline(1e9, 1.0, 1.0, 1.0) == (1.0, "compute")
 
 
 def test_counted_flops_of_a_matmul_are_exact():

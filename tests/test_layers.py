@@ -106,7 +106,7 @@ def test_the_reader_finds_each_way_of_taking_a_name(source, expected):
 # and an earlier notebook's measurement is found by its model folder (comparison.measured_before).
 BOOKKEEPING = __import__("re").compile(r"fingerprint|manifest|reusable|run_inputs|reuse_line|\bartifacts\.")
 # notebooks whose cells still do (each waits for its next reference run): this set only shrinks
-STILL_KEEPING_BOOKS = {"06_qlora": "the LoftQ initialisation's manifest (cell 16)"}
+STILL_KEEPING_BOOKS: dict[str, str] = {}   # 06's LoftQ manifest went to pipeline.loftq_start
 
 
 def bookkeeping_lines(notebook: Path) -> list[str]:

@@ -126,3 +126,30 @@ def test_notebook_06_loftq_equals_the_tested_copy_and_follows_peft_s_steps():
     plain = ((w - qlora.nf4_round_trip(w)) ** 2).sum()
     q, A, B = qlora.loftq_init(w, 8, 2.0, 1)
     assert ((w - q - 2.0 * B @ A) ** 2).sum() < plain   # the adapter absorbs part of NF4's error before training
+
+
+def test_loftq_start_saves_the_same_weights_twice_so_the_run_after_it_is_reused():
+    """pipeline.loftq_start saves on every run; the QLoRA run trained from it is reused while the saved weights are
+    the same (manifests.start_settings fingerprints them), and trained again when the start changes."""
+    from peft import get_peft_model
+
+    from helpers import pipeline
+    from helpers.manifests import start_settings
+
+    profile = get_profile("tiny")
+    tokenizer = models.load_tokenizer(profile)
+
+    def start(shift: float):
+        peft_model = get_peft_model(models.load_model(profile), training.lora_config(profile))
+        for module in peft_model.modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                # as the LoftQ cell does: A and B replaced (get_peft_model's A is random, its B zero)
+                module.lora_A["default"].weight.data = torch.full_like(module.lora_A["default"].weight, 0.01 + shift)
+                module.lora_B["default"].weight.data = torch.full_like(module.lora_B["default"].weight, 0.02)
+        folder = pipeline.loftq_start(profile, peft_model, tokenizer)
+        assert (folder / "base" / "config.json").is_file() and (folder / "adapter" / "adapter_config.json").is_file()
+        return start_settings(folder / "base", folder / "adapter")
+
+    first, again, other = start(0.0), start(0.0), start(0.5)
+    assert first == again
+    assert other["init_adapter"] != first["init_adapter"] and other["base"] == first["base"]
