@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import ModelLoadError
@@ -97,11 +98,27 @@ def load_model(profile: Profile, path: str | None = None, **kwargs) -> PreTraine
         raise ModelLoadError(f"Cannot load a model from '{path}': {as_sentence(problem)}"
                              f" Give {FOLDER}.")
     try:
-        return AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
+        model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs(profile, path, **kwargs))
     except OSError as exc:
         raise _offline_hint(exc, path) from exc
     except Exception as exc:
         raise unreadable_weights(exc, path) or exc
+    return bnb_4bit_in_its_compute_dtype(model)
+
+
+def bnb_4bit_in_its_compute_dtype(model: PreTrainedModel) -> PreTrainedModel:
+    """Keep bitsandbytes' 4-bit layers computing in their ``bnb_4bit_compute_dtype`` on the CPU.
+
+    On a CPU with AVX-512-BF16, bitsandbytes 0.49's ``Linear4bit`` switches to a bf16 kernel in eval mode whatever
+    the compute dtype (``support_avx512bf16_for_cpu``: it repacks the weights and rounds inputs and outputs to
+    bf16). Where the course computes in bf16 that is its own choice, and faster; where it computes in fp32 (a CPU on
+    which bf16 measured no faster, or ``COURSE_CPU_PRECISION=fp32``), the layers would silently compute in bf16,
+    and notebook 06's check that merging into the dequantized base is exact would show bf16 rounding (0.59 of a
+    logit instead of 6e-5). Layers whose compute dtype is fp32 keep the fp32 path."""
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False) and getattr(module, "compute_dtype", None) == torch.float32:
+            module.support_avx512bf16_for_cpu = False
+    return model
 
 
 def unreadable_weights(exc: Exception, path) -> ModelLoadError | None:

@@ -153,3 +153,23 @@ def test_loftq_start_saves_the_same_weights_twice_so_the_run_after_it_is_reused(
     first, again, other = start(0.0), start(0.0), start(0.5)
     assert first == again
     assert other["init_adapter"] != first["init_adapter"] and other["base"] == first["base"]
+
+
+@pytest.mark.parametrize("compute", [torch.float32, torch.bfloat16])
+def test_nf4_layers_compute_in_their_compute_dtype_on_cpu(compute):
+    """bitsandbytes switches 4-bit layers to a bf16 kernel in eval mode on CPUs with AVX-512-BF16, whatever the
+    compute dtype; models.load_model keeps fp32 layers in fp32 (so an fp32 NF4 model's logits equal those of its
+    dequantized fp32 copy), and leaves bf16 ones on bitsandbytes' faster path."""
+    from bitsandbytes.functional import has_avx512bf16
+    from bitsandbytes.nn import Linear4bit
+
+    profile = get_profile("tiny")
+    model = models.load_model(profile, quantization_config=bnb.bnb_config("nf4", compute)).eval()
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    assert layers and all(m.support_avx512bf16_for_cpu == (compute == torch.bfloat16 and has_avx512bf16())
+                          for m in layers)
+    if compute == torch.float32:
+        ids = models.load_tokenizer(profile)("def f(x): return x + 1", return_tensors="pt").input_ids
+        exact = qlora.dequantized_copy(model, models.load_model(profile)).eval()
+        with torch.no_grad():
+            assert torch.allclose(model(ids).logits, exact(ids).logits, atol=1e-4)
