@@ -116,7 +116,8 @@ def bnb_4bit_in_its_compute_dtype(model: PreTrainedModel) -> PreTrainedModel:
     and notebook 06's check that merging into the dequantized base is exact would show bf16 rounding (0.59 of a
     logit instead of 6e-5). Layers whose compute dtype is fp32 keep the fp32 path."""
     for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False) and getattr(module, "compute_dtype", None) == torch.float32:
+        fp32 = getattr(module, "compute_dtype", None) == torch.float32
+        if fp32 and getattr(module, "support_avx512bf16_for_cpu", False):
             module.support_avx512bf16_for_cpu = False
     return model
 

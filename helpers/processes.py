@@ -7,6 +7,8 @@ forking is safe the process comes from :mod:`helpers.forkserver`.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import re
 import subprocess
@@ -82,8 +84,6 @@ class _ForkServer:
     READY_TIMEOUT_S = 600
 
     def __init__(self, key: tuple) -> None:
-        import json
-
         self.key = key
         self.process = subprocess.Popen([sys.executable, "-m", "helpers.forkserver"], env=key[0],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -106,8 +106,6 @@ class _ForkServer:
         return self.ready and self.process.poll() is None
 
     def run(self, args: list[str], log: Path, timeout_s: int | None) -> int:
-        import json
-
         request = {"args": args, "log": str(Path(log).resolve()), "cwd": os.getcwd()}
         try:
             self.process.stdin.write((json.dumps(request) + "\n").encode())
@@ -206,7 +204,7 @@ def _not_forkable(why: str) -> None:
     print(f"Trainings in a fresh process start a new Python interpreter each ({_NOT_FORKABLE}).", file=sys.stderr)
 
 
-@__import__("atexit").register
+@atexit.register
 def _close_server() -> None:
     if _SERVER is not None:
         _SERVER.close()

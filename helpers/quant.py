@@ -511,7 +511,8 @@ def awq_fp32_master_copy(dtype: torch.dtype):
                          "between its candidate scales. Check whether this GPTQModel fixed it (run "
                          "tests/test_quant.py -k awq_in_fp32) and update the patch, or quantize AWQ in bf16: "
                          "quant.gptqmodel_quantize(..., dtype=torch.bfloat16).")
-    fixed = source.replace(AWQ_MASTER_COPY, "fc.weight.detach().to(device='cpu', dtype=torch.float32, copy=True).contiguous()")
+    fixed = source.replace(AWQ_MASTER_COPY,
+                           "fc.weight.detach().to(device='cpu', dtype=torch.float32, copy=True).contiguous()")
     namespace: dict = {}
     exec(compile(fixed, awq_processor.__file__, "exec"), vars(awq_processor), namespace)   # keeps its decorators
     cls._compute_best_scale = namespace["_compute_best_scale"]
@@ -754,6 +755,7 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
     backend = backend or default_backend(method, config.bits)
     check_backend(backend)
     clip = awq_clip_search(awq_clip, awq_clip_tokens) if method == "awq" else contextlib.nullcontext()
+    awq_fix = awq_fp32_master_copy(dtype) if method == "awq" else contextlib.nullcontext()
     start = time.perf_counter()
     # GPTQModel draws its progress with logbar, which in a notebook kernel writes to the cell through IPython's
     # display (past any redirection of stdout); plain text instead, which the pipeline keeps in a log
@@ -766,7 +768,6 @@ def run_quantization(model_dir: str | Path, out_dir: str | Path, config, calibra
     hf_logging.disable_progress_bar()   # save_pretrained's "Writing model shards" bar would draw in the cell
     BaseQModel.layer_callback = _LayerDone(on_layer) if on_layer else None   # read by GPTQModel's ModuleLooper
     try:
-        awq_fix = awq_fp32_master_copy(dtype) if method == "awq" else contextlib.nullcontext()
         with torch_kernels_allow_fp32(dtype), awq_fix, clip:
             (quantize_with or quantize_model)(model_dir, out_dir, config, list(calibration), dtype, backend)
     finally:

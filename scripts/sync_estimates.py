@@ -97,8 +97,8 @@ def bench_block(bench: dict | None) -> str:
         shares = [f"{100 * r[k]:.0f}% of {name}" for k, name in (("share_of_matmul_limit", f"{r['precision']} matmul"),
                                                                   ("share_of_bandwidth", "bandwidth")) if k in r]
         if "gflop" in r and "gb_moved" in r:   # both bounds apply: say which binds (recomputed for older files)
-            bound, kind = bench_script.roofline(r["gflop"] * 1e9, r["gb_moved"] * 1e9, lim["matmul_gflops"][r["precision"]],
-                                         lim["bandwidth_gbs"])
+            bound, kind = bench_script.roofline(r["gflop"] * 1e9, r["gb_moved"] * 1e9,
+                                                lim["matmul_gflops"][r["precision"]], lim["bandwidth_gbs"])
             shares.append(f"{kind}-bound: {r['seconds'] / bound:.1f}× its roofline time")
         lines.append(f"| {r['path']} | {r['seconds']:.2f} | {work} | {rate} | {'; '.join(shares) or 'not claimed (estimated work)'} |")
     return "\n".join(lines) + "\n"
