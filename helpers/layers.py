@@ -32,8 +32,8 @@ BUILD_API = {
               "as_sentence", "check_replaceable", "local_folder_problem", "read_config_json", "saved_model_problem"),
     "results": ("Stopwatch", "UNITS", "peak_cuda_mb", "peak_rss_mb", "read_results", "reset_variant_peak", "runtime",
                 "weights_id", "write_results"),
-    "pipeline": ("dpo_merged", "grpo_merged", "handover", "loftq_start", "quantized", "quantized_with", "sft_adapter",
-                 "sft_merged"),
+    "pipeline": ("dpo_merged", "earlier_rows", "grpo_merged", "handover", "loftq_start", "quantized", "quantized_with",
+                 "sft_adapter", "sft_merged"),
     "artifacts": ("verify",),   # a saved folder's checksums, checked before loading it (a clear error if damaged)
     "colab": ("install",),
     "exercises": ("run_solutions",),

@@ -348,6 +348,24 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
     return folder, seconds
 
 
+def earlier_rows(profile: Profile, sft_dir: Path, tuned_dir: Path, choice: dict, bits: int) -> dict[str, tuple]:
+    """Notebook 07's rows that an earlier notebook measured before: 07's variant name -> (that notebook, its name for
+    the variant, the weights it measured: a model folder, or the profile for its base model). ``choice`` is 07's
+    calibration choice per method (:func:`helpers.comparison.calibration_choice`); its GPTQ and AWQ rows are listed
+    only when notebooks 03 and 04 chose a variant. The harness (:class:`helpers.measure.Harness`, ``earlier=``) takes
+    a row from there only when that notebook measured these very weights on this profile, and says why not
+    otherwise."""
+    rows = {"base": ("01_sft_lora", "base", profile),            # the profile's base model: skill accuracy
+            "sft_lora": ("02_dpo", "sft_lora", sft_dir),         # skill and preference accuracy
+            "dpo": ("03_gptq", "baseline", tuned_dir), f"dpo_rtn_w{bits}": ("03_gptq", f"rtn_w{bits}", tuned_dir),
+            "dpo_int8": ("05_bitsandbytes_int8_nf4", "int8", tuned_dir),
+            "dpo_nf4": ("05_bitsandbytes_int8_nf4", "nf4_dq", tuned_dir)}
+    for method, notebook in (("gptq", "03_gptq"), ("awq", "04_awq")):
+        if choice.get(method, {}).get("variant"):
+            rows[f"dpo_{method}_w{bits}"] = (notebook, choice[method]["variant"], tuned_dir)
+    return rows
+
+
 __all__ = ["sft_adapter", "merged", "sft_merged", "dpo_merged", "dpo_inputs", "dpo_run_inputs", "dpo_reuse_line",
            "grpo_merged", "grpo_inputs", "grpo_run_inputs", "grpo_reuse_line", "handover", "run_inputs", "reuse_line",
-           "quantized", "quantized_with", "quantize_inputs", "config_inputs"]
+           "quantized", "quantized_with", "quantize_inputs", "config_inputs", "earlier_rows"]

@@ -110,3 +110,18 @@ def test_conclusion_is_computed_from_the_verdicts():
     assert "Q4_1 did not erase the fine-tuning" in comparison.conclusion(metrics, comparisons)
     comparisons["dpo_gguf_q4_1 vs dpo"]["skill_accuracy"] = _entry(-0.3, -0.36, -0.24)
     assert "erased part of the fine-tuning" in comparison.conclusion(metrics, comparisons)
+
+
+def test_notebook_07s_earlier_rows_list_a_quantized_row_only_where_its_notebook_chose_one(tmp_path):
+    from helpers import measure, pipeline
+    from helpers.profiles import get_profile
+
+    tiny = get_profile("tiny")
+    sft, tuned = tmp_path / "sft", tmp_path / "tuned"
+    chosen = {"gptq": {"variant": "gptq_w4_chat"}, "awq": {"variant": None}}
+    rows = pipeline.earlier_rows(tiny, sft, tuned, chosen, 4)
+    assert rows["dpo_gptq_w4"] == ("03_gptq", "gptq_w4_chat", tuned)
+    assert "dpo_awq_w4" not in rows                       # 04 chose none: measured in 07
+    assert rows["base"] == ("01_sft_lora", "base", tiny) and rows["sft_lora"] == ("02_dpo", "sft_lora", sft)
+    harness = measure.Harness(None, tiny, [], "", earlier=rows)
+    assert harness.earlier["dpo"] == ("03_gptq", "baseline", tuned)
