@@ -229,7 +229,7 @@ class Harness:
     sources: dict[str, str] = field(default_factory=dict)
     dtypes: dict[str, str] = field(default_factory=dict)  # per variant: the dtype it computed in (AWQ: fp16 on CUDA)
     outcomes: dict[str, dict] = field(default_factory=dict)  # per variant: what helpers.stats needs for intervals
-    # per variant: (notebook, its variant name, weights) measured before, taken by record_or_reuse when the weights agree
+    # per variant: (notebook, variant name, weights) measured before; record_or_reuse takes it when the weights agree
     earlier: Mapping[str, tuple] = field(default_factory=dict)
 
     def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
@@ -263,8 +263,9 @@ class Harness:
         earlier notebook measured of it.
 
         ``earlier=(notebook, variant, weights)`` says where the variant was measured before and on which weights (a
-        model folder, or the profile for its base model; default: the harness's ``earlier`` entry for ``name``); :func:`helpers.comparison.measured_before` finds it only
-        when that notebook measured these very weights on this profile, and prints why not otherwise. A complete
+        model folder, or the profile for its base model; default: the harness's ``earlier`` entry for ``name``);
+        :func:`helpers.comparison.measured_before` finds it only when that notebook measured these very weights on
+        this profile, and prints why not otherwise. A complete
         earlier row (perplexity included: notebooks 03-05) is taken whole, with the preference accuracy added here
         when it lacks one; an accuracy-only row (notebooks 01 and 02) gives its quality numbers, and memory, load time
         and speed are measured here. ``reuse`` holds ``(metrics, source, outcomes)`` already looked up: taken whole."""

@@ -28,64 +28,70 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from helpers import stats  # noqa: E402
+from helpers.comparison import compare_pairs  # noqa: E402
 
 START, END = "<!-- cutcost:start -->", "<!-- cutcost:end -->"
-METRICS = {"skill_accuracy": "correct", "preference_accuracy": "preferred"}
 
 
-def comparisons(results_dir: Path = ROOT / "results", profile: str = "cpu"):
-    """(notebook, comparison name, metric, the committed entry, the two variants' outcomes) for every paired
-    comparison that the results files of ``profile`` recorded with per-prompt (or per-block) outcomes."""
+def records(results_dir: Path = ROOT / "results", profile: str = "cpu") -> list[tuple[str, dict]]:
+    """(notebook, its results record) for every results file of ``profile``, each read once."""
+    found = []
     for path in sorted(results_dir.glob("0*.json")):
         record = json.loads(path.read_text())
         record = record.get(profile, record)
-        if record.get("profile", profile) != profile:
-            continue
-        extra = record.get("extra", {})
-        outcomes = extra.get("outcomes", {})
-        for name, entry in extra.get("comparisons", {}).items():
-            b, a = name.split(" vs ")
-            if a not in outcomes or b not in outcomes:
-                continue
-            for metric, committed in entry.items():
-                yield path.stem, name, metric, committed, outcomes[a], outcomes[b]
+        if record.get("profile", profile) == profile:
+            found.append((path.stem, record))
+    return found
+
+
+def half_outcomes(outcomes: dict) -> dict:
+    """Half of one variant's recorded outcomes: every other prompt (so each skill keeps half its prompts), and the
+    first half of the perplexity text's blocks."""
+    half = {key: outcomes[key][::2] for key in ("correct", "preferred") if key in outcomes}
+    if "ppl_block_nll" in outcomes:
+        n = len(outcomes["ppl_block_nll"]) // 2
+        half |= {key: outcomes[key][:n] for key in ("ppl_block_nll", "ppl_block_tokens")}
+    return half
+
+
+def halved_entry(level: float, oa: dict, ob: dict) -> dict:
+    """One comparison (``b`` against ``a``) recomputed on half of both variants' outcomes by the notebooks' own
+    :func:`helpers.comparison.compare_pairs`, at ``level``: metric -> its interval, for every metric both recorded."""
+    return compare_pairs({"a": half_outcomes(oa), "b": half_outcomes(ob)}, [("a", "b")], level=level).get("b vs a", {})
 
 
 def halved(metric: str, committed: dict, oa: dict, ob: dict) -> dict | None:
-    """The comparison recomputed on half the data (every other prompt; the first half of the perplexity blocks), at
-    the level it was computed at; ``None`` when the outcomes it needs were not recorded."""
-    level = committed.get("level", 0.95)
-    if metric == "perplexity":
-        if "ppl_block_nll" not in oa or "ppl_block_nll" not in ob:
-            return None
-        half = len(oa["ppl_block_nll"]) // 2
-        return stats.perplexity_ratio(oa["ppl_block_nll"][:half], ob["ppl_block_nll"][:half],
-                                      ob["ppl_block_tokens"][:half], level=level)
-    key = METRICS.get(metric)
-    if key is None or key not in oa or key not in ob:
-        return None
-    return stats.paired_difference([c == "1" for c in oa[key]][::2], [c == "1" for c in ob[key]][::2], level=level)
+    """One metric of a comparison recomputed on half the data, at the level it was computed at; ``None`` when the
+    outcomes it needs were not recorded."""
+    return halved_entry(committed.get("level", 0.95), oa, ob).get(metric)
 
 
 def analyse(results_dir: Path = ROOT / "results", profile: str = "cpu") -> dict:
     """Per kind of cut ("prompts", "perplexity text"): how many comparisons, the median ratio of interval widths
-    (half over full), and the comparisons whose verdict would change."""
+    (half over full), and the comparisons whose verdict would change; and the number of prompts evaluated."""
     out = {kind: {"n": 0, "widths": [], "changed": []} for kind in ("prompts", "perplexity text")}
-    n_eval = {json.loads(p.read_text()).get("n_eval") for p in results_dir.glob("0*.json")} - {None}
+    found = records(results_dir, profile)
+    n_eval = {record.get("n_eval") for _, record in found} - {None}
     out["sizes"] = {"n_eval": n_eval.pop() if len(n_eval) == 1 else "/".join(map(str, sorted(n_eval)))}
-    for notebook, name, metric, committed, oa, ob in comparisons(results_dir, profile):
-        half = halved(metric, committed, oa, ob)
-        if half is None:
-            continue
-        kind = out["perplexity text" if metric == "perplexity" else "prompts"]
-        kind["n"] += 1
-        full_width = committed["high"] - committed["low"]
-        if full_width > 0:
-            kind["widths"].append((half["high"] - half["low"]) / full_width)
-        if bool(half["clear"]) != bool(committed["clear"]):
-            kind["changed"].append({"notebook": notebook, "comparison": name, "metric": metric,
-                                    "full": committed, "half": half})
+    for notebook, record in found:
+        outcomes = record.get("extra", {}).get("outcomes", {})
+        for name, entry in record.get("extra", {}).get("comparisons", {}).items():
+            b, a = name.split(" vs ")
+            if a not in outcomes or b not in outcomes or not entry:
+                continue
+            halves = halved_entry(next(iter(entry.values())).get("level", 0.95), outcomes[a], outcomes[b])
+            for metric, committed in entry.items():
+                if metric not in halves:
+                    continue
+                half = halves[metric]
+                kind = out["perplexity text" if metric == "perplexity" else "prompts"]
+                kind["n"] += 1
+                full_width = committed["high"] - committed["low"]
+                if full_width > 0:
+                    kind["widths"].append((half["high"] - half["low"]) / full_width)
+                if bool(half["clear"]) != bool(committed["clear"]):
+                    kind["changed"].append({"notebook": notebook, "comparison": name, "metric": metric,
+                                            "full": committed, "half": half})
     for kind in (out["prompts"], out["perplexity text"]):
         kind["median_width_ratio"] = statistics.median(kind.pop("widths")) if kind["n"] else None
     return out
@@ -103,9 +109,9 @@ def summary(analysis: dict, profile: str = "cpu") -> str:
 
     sizes = analysis.get("sizes", {})
     lines = []
+    half_text = get_profile(profile).ppl_max_tokens // 2
     for kind, what in (("prompts", f"half the {sizes.get('n_eval', '?')} prompts (every other one)"),
-                       ("perplexity text", f"half the perplexity text (its first {get_profile(profile).ppl_max_tokens // 2:,} "
-                                           "tokens)")):
+                       ("perplexity text", f"half the perplexity text (its first {half_text:,} tokens)")):
         a = analysis[kind]
         if not a["n"]:
             continue

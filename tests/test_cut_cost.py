@@ -4,6 +4,8 @@ saying what it computes."""
 import importlib.util
 from pathlib import Path
 
+from helpers import stats
+
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("cut_cost", ROOT / "scripts" / "cut_cost.py")
 cut_cost = importlib.util.module_from_spec(spec)
@@ -21,7 +23,7 @@ def test_halving_recomputes_at_the_committed_level_and_can_change_a_verdict():
     # 40 prompts: b right on 8 more than a; every other prompt keeps half the evidence
     a = {"correct": "0" * 40}
     b = {"correct": "1" * 8 + "0" * 32}
-    full = cut_cost.stats.paired_difference([False] * 40, [True] * 8 + [False] * 32)
+    full = stats.paired_difference([False] * 40, [True] * 8 + [False] * 32)
     half = cut_cost.halved("skill_accuracy", full, a, b)
     assert half["level"] == full["level"] and half["n"] == 20
     assert half["high"] - half["low"] > full["high"] - full["low"]
