@@ -91,6 +91,9 @@ def setup(notebook: str, seed: int = 0, profile: Profile | None = None) -> Profi
     """
     profile = profile or get_profile()
     os.environ["COURSE_NOTEBOOK"] = notebook  # child processes (helpers.isolated) record who started them
+    from .results import start_clock
+
+    start_clock(notebook)  # write_results() records the notebook's time since here
     if not profile.needs_cuda:
         # tiny/cpu run offline by design: no Hub calls (set before transformers is imported by the notebook).
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):

@@ -105,20 +105,49 @@ def interval_count(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, s
     return sum(len(_measured_metrics(outcomes.get(a, {}), outcomes.get(b, {}))) for a, b in pairs)
 
 
+class Comparisons(dict):
+    """What :func:`compare_pairs` returns: ``{"b vs a": {metric: interval}}`` (a plain dict in a results file), which
+    also reads itself out: :meth:`table`, :meth:`verdict`, and the level its intervals were computed at."""
+
+    def table(self) -> pd.DataFrame:
+        """Each difference with its interval, and whether it is clear of noise (:func:`pairs_table`)."""
+        return pairs_table(self)
+
+    def verdict(self, name: str, metric: str, show_level: bool = True) -> str:
+        """One phrase for prose on ``metric`` in comparison ``name`` (:func:`verdict`)."""
+        return verdict(self, name, metric, show_level)
+
+    @property
+    def level(self) -> float | None:
+        """The level every interval here was computed at (:func:`level_of`)."""
+        return level_of(self)
+
+    @property
+    def level_text(self) -> str:
+        """That level as a reader sees it: ``95%``, ``99.69%``."""
+        return level_text(self.level)
+
+    @property
+    def n_intervals(self) -> int:
+        """How many intervals were computed: one per pair and metric both variants recorded."""
+        return sum(len(entry) for entry in self.values())
+
+
 def compare_pairs(outcomes: Mapping[str, Mapping], pairs: Sequence[tuple[str, str]], level: float = 0.95,
-                  multiplicity: bool = False) -> dict[str, dict]:
+                  multiplicity: bool = False) -> Comparisons:
     """For each ``(a, b)``: ``b``'s skill (and preference) accuracy minus ``a``'s on the same prompts (paired bootstrap
     interval) and ``b``'s perplexity divided by ``a``'s on the same text (block-bootstrap interval); keyed
     ``"b vs a"``. Variants without recorded outcomes are skipped (and said so).
 
     Every interval is at ``level``; with ``multiplicity=True`` the level is shared out over all the intervals computed
     here (:func:`helpers.stats.bonferroni_level`), so that every verdict holds together with probability ``level``.
-    Each entry records the level it was computed at."""
+    Each entry records the level it was computed at. The result reads itself out: ``.table()``, ``.verdict(name,
+    metric)``, ``.level_text`` (:class:`Comparisons`)."""
     from . import stats
 
     if multiplicity:
         level = stats.bonferroni_level(max(1, interval_count(outcomes, pairs)), level)
-    out = {}
+    out = Comparisons()
     for a, b in pairs:
         oa, ob = outcomes.get(a, {}), outcomes.get(b, {})
         entry = {}
@@ -388,8 +417,11 @@ def measured_before(notebook: str, variant: str, profile_name: str, weights,
             record["extra"].get("outcomes", {}).get(variant, {}))
 
 
-def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str) -> pd.DataFrame:
-    """One row per variant, columns with units, accuracies in %, plus what each keeps of ``reference``'s accuracy."""
+def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str,
+                     also: Mapping[str, Mapping[str, float]] | None = None) -> pd.DataFrame:
+    """One row per variant, columns with units, accuracies in %, plus what each keeps of ``reference``'s accuracy.
+    ``also``: more rows, shown with the same units but not set against ``reference`` (e.g. another notebook's
+    training runs, measured on other weights)."""
     table = pd.DataFrame(metrics).T
     for col in ("skill_accuracy", "preference_accuracy"):
         if col in table:
@@ -399,7 +431,11 @@ def comparison_table(metrics: Mapping[str, Mapping[str, float]], reference: str)
         table["skill retained (%)"] = 100 * table["skill_accuracy"] / ref["skill_accuracy"]
     if "perplexity" in table:
         table["perplexity × tuned"] = table["perplexity"] / ref["perplexity"]
-    return table.rename(columns=COLUMNS)
+    table = table.rename(columns=COLUMNS)
+    for name, row in (also or {}).items():
+        for metric, value in row.items():
+            table.loc[name, COLUMNS[metric]] = 100 * value if metric.endswith("accuracy") else value
+    return table
 
 
 def pareto_front(points: Mapping[str, tuple[float, float]]) -> list[str]:

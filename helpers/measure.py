@@ -214,14 +214,15 @@ def measure_variant(
 class Harness:
     """:func:`measure_variant` with a notebook's shared arguments fixed, so every variant is measured the same way.
 
+    It measures on the profile's held-out prompts and text unless given others (``eval_rows``, ``ppl_text``).
     :meth:`record` stores each variant's metrics in ``metrics`` (ready for ``results.write_results``) and its
     skill report in ``reports`` (for ``comparison.side_by_side``).
     """
 
     tokenizer: PreTrainedTokenizerBase
     profile: Profile
-    eval_rows: Sequence[dict]
-    ppl_text: str
+    eval_rows: Sequence[dict] | None = None   # default: the profile's held-out prompts (helpers.data.eval_rows)
+    ppl_text: str | None = None               # default: the profile's held-out text (helpers.text.perplexity_text)
     autocast: bool = False
     preference_pairs: Sequence[dict] | None = None
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -231,6 +232,29 @@ class Harness:
     outcomes: dict[str, dict] = field(default_factory=dict)  # per variant: what helpers.stats needs for intervals
     # per variant: (notebook, variant name, weights) measured before; record_or_reuse takes it when the weights agree
     earlier: Mapping[str, tuple] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.eval_rows is None:
+            from .data import eval_rows
+
+            self.eval_rows = eval_rows(self.profile)
+        if self.ppl_text is None:
+            from .text import perplexity_text
+
+            self.ppl_text = perplexity_text(self.profile.perplexity_text)
+
+    def accuracy_intervals(self) -> dict[str, list[float]]:
+        """Each recorded variant's 95% interval of skill accuracy (:func:`helpers.comparison.accuracy_intervals`)."""
+        from .comparison import accuracy_intervals
+
+        return accuracy_intervals(self.outcomes)
+
+    def measure(self, model: PreTrainedModel, name: str, **kwargs) -> tuple[dict[str, float], SkillReport | None]:
+        """Measure ``model`` the way every variant here is measured, without recording it (an exercise's one-off, a
+        side experiment): :func:`measure_variant`'s ``(metrics, report)``; ``kwargs`` as there (``speed``, ``skip``,
+        ``outcomes``, ``size_path``)."""
+        return measure_variant(model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name,
+                               autocast=self.autocast, preference_pairs=self.preference_pairs, **kwargs)
 
     def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
                **kwargs) -> dict[str, float]:

@@ -24,6 +24,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .artifacts import artifact, as_recorded, changed_inputs, content_hash, read_manifest, reusable, write_manifest
 from .cost import rebuild_note
+from .isolated import train_isolated  # noqa: F401  (notebook 06 trains through scripts/sft.py in a fresh process)
+from .processes import show_source  # noqa: F401  (the code that fresh process runs, shown in the notebook)
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile, takes_profile
 
@@ -344,7 +346,11 @@ def quantized_with(profile: Profile, model_dir: Path, config, calibration: list[
     finally:
         bar.close()
     write_manifest(folder, inputs, seconds=seconds)
-    print(f"{desc}: made in {seconds:.0f} s (load, quantize, save); GPTQModel's output is in {log_path}")
+    from .quant import default_backend, default_dtype, dir_size_mb
+
+    print(f"{desc}: made in {seconds:.0f} s (load, quantize, save) in {str(default_dtype(method)).removeprefix('torch.')} "
+          f"with GPTQModel's {default_backend(method, config.bits).name} kernels, {dir_size_mb(folder):.1f} MB on disk; "
+          f"GPTQModel's output is in {log_path}")
     return folder, seconds
 
 

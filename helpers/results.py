@@ -75,7 +75,7 @@ def validate(record: Mapping[str, Any]) -> None:
     wall, n_eval = _number(record["wall_seconds"]), record["n_eval"]
     if wall is None or not 0 <= wall < math.inf:
         raise ResultsError(f"wall_seconds must be a finite number of seconds, 0 or more; got {record['wall_seconds']!r}. "
-                           "Pass the notebook's Stopwatch().seconds.")
+                           "Leave wall_seconds out: write_results() measures it from setup().")
     if isinstance(n_eval, bool) or not isinstance(n_eval, numbers.Integral) or n_eval < 0:
         raise ResultsError(f"n_eval must be the number of evaluation prompts (a whole number), got {n_eval!r}. Pass "
                            "len(eval_rows), or 0 when the notebook evaluated no prompts.")
@@ -164,28 +164,48 @@ def weights_id(weights) -> str:
 def write_results(
     notebook: str,
     profile,
-    model: str,
-    wall_seconds: float,
-    n_eval: int,
     variants: Mapping[str, Mapping[str, float]],
+    *,
+    n_eval: int,
     extra: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    wall_seconds: float | None = None,
     folder: Path | None = None,
     model_dir: str | Path | None = None,
     variant_weights: Mapping[str, Any] | None = None,
 ) -> Path:
     """Validate and write ``results/<notebook>.json`` atomically; return its path.
 
-    ``profile`` is the :class:`~helpers.profiles.Profile` the notebook ran with (or its name): the file records
-    its name, and :func:`runtime` (device, precision and why) in ``extra.runtime``. ``model_dir``: the model folder
-    the variants were measured on (or made from); ``variant_weights``: the folder of a variant measured on other weights
-    (the profile itself for its base model). The file records which weights they were (:func:`weights_id`, as
-    ``extra.model_fingerprint`` and ``extra.variant_fingerprints``), so that a later notebook reuses a row only for the
-    same weights (:func:`helpers.comparison.measured_before`)."""
+    ``variants``: ``{variant: {metric: value}}`` (:data:`METRICS`); ``n_eval``: how many held-out prompts each accuracy
+    is over. ``profile`` is the :class:`~helpers.profiles.Profile` the notebook ran with (or its name): the file records
+    its name, its model (unless ``model`` names another), and :func:`runtime` (device, precision and why) in
+    ``extra.runtime``. ``wall_seconds``: the notebook's time, by default since its ``setup()``. When ``extra`` holds
+    per-prompt ``outcomes``, the file also records each variant's 95% accuracy interval
+    (:func:`helpers.comparison.accuracy_intervals`), which the README's table shows.
+
+    ``model_dir``: the model folder the variants were measured on (or made from); ``variant_weights``: the folder of a
+    variant measured on other weights (the profile itself for its base model). The file records which weights they
+    were (:func:`weights_id`, as ``extra.model_fingerprint`` and ``extra.variant_fingerprints``), so that a later
+    notebook reuses a row only for the same weights (:func:`helpers.comparison.measured_before`)."""
     from .profiles import Profile
 
     if not isinstance(profile, (str, Profile)):
         raise ResultsError(f"write_results() needs the Profile the notebook ran with (or its name), got {profile!r:.60}. "
                            "Pass the profile setup() returned.")
+    if isinstance(variants, str):   # the order before variants came third: (notebook, profile, model, seconds, n, variants)
+        raise ResultsError("write_results(notebook, profile, variants, n_eval=..., extra=...) takes the variants third; "
+                           f"got the text {variants!r:.40} there. The model is the profile's unless model= names another, "
+                           "and the time is measured from setup().")
+    if model is None:
+        if not isinstance(profile, Profile):
+            raise ResultsError(f"write_results() got the profile's name {profile!r}, not the Profile: pass model= too.")
+        model = profile.model_id
+    if wall_seconds is None:
+        wall_seconds = seconds_since_setup(notebook)
+    if extra and "outcomes" in extra and "accuracy_intervals" not in extra:
+        from .comparison import accuracy_intervals
+
+        extra = {**extra, "accuracy_intervals": accuracy_intervals(extra["outcomes"])}
     probe = {"notebook": notebook, "profile": "", "model": model, "wall_seconds": wall_seconds, "n_eval": n_eval,
              "variants": variants}
     validate(probe)  # before anything is rounded or written
@@ -258,15 +278,26 @@ def read_results(notebook: str, folder: Path | None = None) -> dict[str, Any] | 
     return record
 
 
-class Stopwatch:
-    """Wall-clock timer for a whole notebook: ``sw = Stopwatch()`` ... ``sw.seconds``."""
+_SETUP_AT: dict[str, float] = {}   # notebook -> time.perf_counter() when setup() ran
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
 
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start
+def start_clock(notebook: str) -> None:
+    """Start ``notebook``'s wall clock (``setup()`` does): :func:`write_results` records the time since."""
+    _SETUP_AT[notebook] = time.perf_counter()
+
+
+def seconds_since_setup(notebook: str) -> float:
+    """Seconds since ``setup(notebook)`` ran in this process."""
+    if notebook not in _SETUP_AT:
+        raise ResultsError(f"No clock for {notebook}: run setup({notebook!r}) at the top of the notebook (it starts "
+                           "the clock), or pass wall_seconds= to write_results().")
+    return time.perf_counter() - _SETUP_AT[notebook]
+
+
+def peak_memory_mb() -> dict[str, float | None]:
+    """The run's peak memory so far, as results metrics: ``peak_rss_mb`` (:func:`peak_rss_mb`) and ``peak_cuda_mb``
+    (:func:`peak_cuda_mb`, ``None`` without CUDA: :func:`write_results` leaves it out)."""
+    return {"peak_rss_mb": peak_rss_mb(), "peak_cuda_mb": peak_cuda_mb()}
 
 
 def peak_rss_mb() -> float:

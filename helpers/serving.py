@@ -84,15 +84,27 @@ def serving_problems(folder: str | Path) -> list[str]:
     return problems
 
 
-def serve_commands(folder: str | Path, shown: str | Path | None = None) -> dict[str, str]:
-    """How to serve ``folder`` (written as ``shown``, e.g. a path relative to where you run the server): with vLLM
-    (an OpenAI-compatible server; it reads the format from the config) and with transformers in Python."""
+def describe(folder: str | Path) -> dict:
+    """What a server reads in ``folder``: its ``format`` (:func:`method_of`), the quantization fields the loaders read
+    (:func:`serving_fields`), and what it would miss (``missing``: :func:`serving_problems`, or "nothing")."""
+    return {"format": method_of(folder), **serving_fields(folder),
+            "missing": "; ".join(serving_problems(folder)) or "nothing"}
+
+
+def serve_commands(folder: str | Path) -> dict[str, str]:
+    """How to serve ``folder`` with vLLM (an OpenAI-compatible server; it reads the format from the config) and with
+    transformers in Python, and where to run them (``run from``): the folder is written relative to the course's
+    artifacts folder (:func:`helpers.paths.artifacts_root`) when it is inside it, else in full."""
+    from .paths import artifacts_root
+
     method = method_of(folder)
-    folder = Path(shown or folder)
-    vllm = f"vllm serve {folder}" + (f" --quantization {method}" if method in SERVING_FIELDS else "")
-    python = (f"AutoModelForCausalLM.from_pretrained('{folder}', device_map='auto')"
+    folder, root = Path(folder).expanduser().resolve(), artifacts_root().resolve()
+    inside = folder.is_relative_to(root)
+    written = folder.relative_to(root) if inside else folder
+    vllm = f"vllm serve {written}" + (f" --quantization {method}" if method in SERVING_FIELDS else "")
+    python = (f"AutoModelForCausalLM.from_pretrained('{written}', device_map='auto')"
               + ("  # GPTQModel + optimum installed" if method in SERVING_FIELDS else ""))
-    return {"vLLM": vllm, "transformers": python}
+    return {"run from": str(root) if inside else "anywhere", "vLLM": vllm, "transformers": python}
 
 
 def reload(folder: str | Path, profile=None):

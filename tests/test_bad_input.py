@@ -394,24 +394,23 @@ def test_a_folder_without_config_is_not_a_model(tmp_path):
 ])
 def test_results_out_of_range_are_refused_and_nothing_is_written(tmp_path, metrics, message):
     with pytest.raises(ResultsError, match=message) as err:
-        write_results("99_demo", "tiny", "m", 1, 10, {"base": metrics}, folder=tmp_path)
+        write_results("99_demo", "tiny", {"base": metrics}, n_eval=10, model="m", wall_seconds=1, folder=tmp_path)
     assert "Fix the measurement" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_numpy_scalars_are_numbers(tmp_path):
-    path = write_results("99_demo", "tiny", "m", np.float64(3.0), np.int64(10),
-                         {"base": {"skill_accuracy": np.float32(0.5), "size_mb": np.float64(1.25)}},
+    path = write_results("99_demo", "tiny", {"base": {"skill_accuracy": np.float32(0.5), "size_mb": np.float64(1.25)}}, n_eval=np.int64(10), model="m", wall_seconds=np.float64(3.0),
                          extra={"mean": np.float32(0.25)}, folder=tmp_path)
     record = json.loads(path.read_text())
     assert record["variants"]["base"] == {"skill_accuracy": 0.5, "size_mb": 1.25} and record["extra"]["mean"] == 0.25
 
 
 def test_a_failed_write_leaves_no_temporary_file_and_the_old_results(tmp_path):
-    path = write_results("99_demo", "tiny", "m", 1, 10, {"base": {"skill_accuracy": 0.5}}, folder=tmp_path)
+    path = write_results("99_demo", "tiny", {"base": {"skill_accuracy": 0.5}}, n_eval=10, model="m", wall_seconds=1, folder=tmp_path)
     before = path.read_text()
     with pytest.raises(ResultsError, match=r"was not written: .*may hold only text, finite numbers"):
-        write_results("99_demo", "tiny", "m", 1, 10, {"base": {"skill_accuracy": 0.6}}, extra={"model": object()},
+        write_results("99_demo", "tiny", {"base": {"skill_accuracy": 0.6}}, n_eval=10, model="m", wall_seconds=1, extra={"model": object()},
                       folder=tmp_path)
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["99_demo.json"]
 

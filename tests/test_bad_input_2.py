@@ -296,7 +296,7 @@ def test_a_damaged_results_file_is_named_with_what_to_do(content, message, tmp_p
 
 
 def test_a_nan_metric_on_disk_names_the_file(tmp_path):
-    path = write_results("99_demo", "tiny", "m", 1, 10, {"base": {"perplexity": 12.0}}, folder=tmp_path)
+    path = write_results("99_demo", "tiny", {"base": {"perplexity": 12.0}}, n_eval=10, model="m", wall_seconds=1, folder=tmp_path)
     path.write_text(path.read_text().replace("12.0", "NaN"))
     with pytest.raises(ResultsError) as err:
         read_results("99_demo", folder=tmp_path)

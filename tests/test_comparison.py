@@ -6,7 +6,7 @@ from helpers.results import write_results
 
 
 def test_measured_before_reuses_only_same_profile_and_weights(tmp_path, capsys):
-    write_results("03_gptq", "cpu", "m", 1.0, 10, {"baseline": {"perplexity": 10.0}},
+    write_results("03_gptq", "cpu", {"baseline": {"perplexity": 10.0}}, n_eval=10, model="m", wall_seconds=1.0,
                   extra={"model_fingerprint": "abc"}, folder=tmp_path)
     metrics, source, _ = comparison.measured_before("03_gptq", "baseline", "cpu", "abc", folder=tmp_path)
     assert metrics == {"perplexity": 10.0} and source.startswith("03_gptq (")
@@ -20,7 +20,7 @@ def test_measured_before_reuses_only_same_profile_and_weights(tmp_path, capsys):
 
 
 def test_measured_before_checks_a_variant_against_its_own_fingerprint(tmp_path, capsys):
-    write_results("02_dpo", "cpu", "m", 1.0, 10, {"sft_lora": {"skill_accuracy": 0.5}, "dpo": {"skill_accuracy": 0.4}},
+    write_results("02_dpo", "cpu", {"sft_lora": {"skill_accuracy": 0.5}, "dpo": {"skill_accuracy": 0.4}}, n_eval=10, model="m", wall_seconds=1.0,
                   extra={"variant_fingerprints": {"sft_lora": "sft"}}, folder=tmp_path)
     assert comparison.measured_before("02_dpo", "sft_lora", "cpu", "sft", folder=tmp_path)[0] == {"skill_accuracy": 0.5}
     assert comparison.measured_before("02_dpo", "dpo", "cpu", "sft", folder=tmp_path) is None  # no fingerprint of its own

@@ -129,9 +129,9 @@ def test_harness_takes_an_earlier_row_only_on_the_same_weights(tiny, monkeypatch
     monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path))
     model, tok = tiny
     profile = get_profile("tiny")
-    results.write_results("03_gptq", profile, "m", 1.0, 6, {"baseline": {"perplexity": 9.0, "skill_accuracy": 0.5}},
+    results.write_results("03_gptq", profile, {"baseline": {"perplexity": 9.0, "skill_accuracy": 0.5}}, n_eval=6, model="m", wall_seconds=1.0,
                           model_dir="weights-a")
-    results.write_results("01_sft_lora", profile, "m", 1.0, 6, {"base": {"skill_accuracy": 0.25}},
+    results.write_results("01_sft_lora", profile, {"base": {"skill_accuracy": 0.25}}, n_eval=6, model="m", wall_seconds=1.0,
                           variant_weights={"base": "weights-b"})
     harness = measure.Harness(tok, profile, load_skills("eval", 6), text.stdlib_text("eval", 4000))
     whole = harness.record_or_reuse("dpo", lambda: model, earlier=("03_gptq", "baseline", "weights-a"), speed=False)

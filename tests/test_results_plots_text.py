@@ -11,7 +11,7 @@ from helpers.results import ResultsError, read_results, write_results
 
 
 def test_results_round_trip(tmp_path):
-    path = write_results("99_demo", "tiny", "m", 12.34, 10, {"base": {"skill_accuracy": 0.5, "size_mb": 1.25}},
+    path = write_results("99_demo", "tiny", {"base": {"skill_accuracy": 0.5, "size_mb": 1.25}}, n_eval=10, model="m", wall_seconds=12.34,
                          folder=tmp_path)
     record = read_results("99_demo", folder=tmp_path)
     assert record["variants"]["base"] == {"skill_accuracy": 0.5, "size_mb": 1.25}
@@ -21,14 +21,14 @@ def test_results_round_trip(tmp_path):
 
 def test_unknown_metric_is_refused_and_nothing_written(tmp_path):
     with pytest.raises(ResultsError, match="Unknown metric 'accuracy'.*Valid metrics: skill_accuracy"):
-        write_results("99_demo", "tiny", "m", 1, 1, {"base": {"accuracy": 0.5}}, folder=tmp_path)
+        write_results("99_demo", "tiny", {"base": {"accuracy": 0.5}}, n_eval=1, model="m", wall_seconds=1, folder=tmp_path)
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("variants", [{}, {"base": {"perplexity": float("nan")}}, {"base": {"perplexity": "12"}}])
 def test_bad_variants(tmp_path, variants):
     with pytest.raises(ResultsError):
-        write_results("99_demo", "tiny", "m", 1, 1, variants, folder=tmp_path)
+        write_results("99_demo", "tiny", variants, n_eval=1, model="m", wall_seconds=1, folder=tmp_path)
 
 
 def test_read_missing_and_corrupt(tmp_path):

@@ -52,3 +52,15 @@ def test_a_missing_field_or_file_is_reported(checkpoints, tmp_path):
     assert serving.serving_problems(broken) == ["no chat_template.jinja",
                                                 "quantization_config has no 'checkpoint_format'"]
     assert serving.serve_commands(checkpoints["awq"])["vLLM"].endswith("--quantization awq")
+
+
+def test_describe_and_commands_read_the_folder(checkpoints, tmp_path, monkeypatch):
+    described = serving.describe(checkpoints["gptq"])
+    assert described["format"] == "gptq" and described["missing"] == "nothing" and described["bits"] == 4
+    monkeypatch.setenv("COURSE_ARTIFACTS", str(checkpoints["awq"].parent))   # the folder is inside the artifacts root
+    inside = serving.serve_commands(checkpoints["awq"])
+    assert inside["run from"] == str(checkpoints["awq"].parent.resolve())
+    assert inside["vLLM"] == f"vllm serve {checkpoints['awq'].name} --quantization awq"
+    monkeypatch.setenv("COURSE_ARTIFACTS", str(tmp_path / "elsewhere"))
+    outside = serving.serve_commands(checkpoints["merged"])
+    assert outside["run from"] == "anywhere" and outside["vLLM"] == f"vllm serve {checkpoints['merged'].resolve()}"
