@@ -193,9 +193,9 @@ def write_results(
         raise ResultsError(f"write_results() needs the Profile the notebook ran with (or its name), got {profile!r:.60}. "
                            "Pass the profile setup() returned.")
     if isinstance(variants, str):   # the order before variants came third: (notebook, profile, model, seconds, n, variants)
-        raise ResultsError("write_results(notebook, profile, variants, n_eval=..., extra=...) takes the variants third; "
-                           f"got the text {variants!r:.40} there. The model is the profile's unless model= names another, "
-                           "and the time is measured from setup().")
+        raise ResultsError(f"write_results() got the text {variants!r:.40} where the variants go. Pass them third: "
+                           "write_results(notebook, profile, variants, n_eval=..., extra=...); the model is the profile's "
+                           "unless model= names another, and the time is measured from setup().")
     if model is None:
         if not isinstance(profile, Profile):
             raise ResultsError(f"write_results() got the profile's name {profile!r}, not the Profile: pass model= too.")

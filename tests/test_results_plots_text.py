@@ -93,3 +93,35 @@ def test_offline_text_splits_are_disjoint_and_stable():
     assert len(samples) == 16 and all(len(s) >= 200 for s in samples)
     with pytest.raises(ValueError, match="Unknown text split"):
         text.stdlib_text("train")
+
+
+def test_write_results_takes_the_time_since_setup_the_profiles_model_and_the_intervals(tmp_path):
+    import time
+
+    from helpers import get_profile, results
+
+    profile = get_profile("tiny")
+    results.start_clock("99_clock")
+    time.sleep(0.05)
+    outcomes = {"base": {"correct": "1100"}, "tuned": {"correct": "1110"}}
+    path = write_results("99_clock", profile, {"base": {"skill_accuracy": 0.5}, "tuned": {"skill_accuracy": 0.75}},
+                         n_eval=4, extra={"outcomes": outcomes}, folder=tmp_path)
+    record = read_results("99_clock", tmp_path)
+    assert record["model"] == profile.model_id and 0.05 <= record["wall_seconds"] < 60
+    from helpers.comparison import accuracy_intervals
+
+    assert record["extra"]["accuracy_intervals"] == accuracy_intervals(outcomes)   # the README's table shows them
+    assert record["extra"]["accuracy_intervals"]["tuned"][0] < 0.75 < record["extra"]["accuracy_intervals"]["tuned"][1]
+    assert path.name == "99_clock.json"
+
+
+def test_write_results_refuses_the_old_argument_order_and_a_notebook_without_a_clock(tmp_path):
+    from helpers import get_profile
+
+    with pytest.raises(ResultsError, match=r"where the variants go\. Pass them third"):
+        write_results("99_demo", "tiny", "m", n_eval=10, folder=tmp_path)   # (notebook, profile, model, ...): before
+    with pytest.raises(TypeError, match=r"3 positional arguments"):   # and with the old seconds, n and variants after it
+        write_results("99_demo", "tiny", "m", 1, 10, {"base": {"skill_accuracy": 0.5}}, folder=tmp_path)
+    with pytest.raises(ResultsError, match=r"No clock for 98_noclock: run setup\('98_noclock'\)"):
+        write_results("98_noclock", get_profile("tiny"), {"base": {"skill_accuracy": 0.5}}, n_eval=1, folder=tmp_path)
+    assert list(tmp_path.iterdir()) == []
