@@ -68,7 +68,7 @@ def outcomes_of(report: SkillReport | None = None, pair_scores=None) -> dict:
     :func:`helpers.dpo.score_pairs`' scores), as strings of 0s and 1s."""
     out = {}
     if report is not None:
-        out["correct"] = "".join("1" if row["correct"] else "0" for row in report.rows)
+        out.update(report.outcomes)
     if pair_scores is not None:
         from .dpo import ranking_wins
 

@@ -190,6 +190,12 @@ class SkillReport:
     seconds: float
     per_skill_mentions: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def outcomes(self) -> dict[str, str]:
+        """Each prompt right (1) or wrong (0), in order: ``{"correct": "0110..."}``, what
+        :func:`helpers.comparison.compare_pairs` pairs prompt by prompt (and a results file records)."""
+        return {"correct": "".join("1" if row["correct"] else "0" for row in self.rows)}
+
     def __repr__(self) -> str:  # keeps notebook output short
         return f"SkillReport(accuracy={self.accuracy:.3f}, n={len(self.rows)}, per_skill={self.per_skill})"
 
