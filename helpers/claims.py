@@ -93,7 +93,7 @@ CLAIMS: list[Claim] = [
           and r["01_sft_lora"]["extra"]["mention_rate"]["base"] > 0.2,
           "The base model now scores above 5%, or rarely mentions the answer: rewrite the sentence (and the README's)."),
     Claim("02-dpo-skill-close-to-sft", "02_dpo",
-          "DPO only reshapes which answers the model prefers, so skill accuracy is expected to stay close to SFT's",
+          "DPO only reshapes which answers the model prefers, so overall skill accuracy is expected to stay close to SFT's",
           ("02_dpo",),
           lambda r: not cmp(r, "02_dpo", "dpo vs sft_lora")["clear"],
           "DPO moved skill accuracy beyond the noise: say so, and what the learning rate and β did."),

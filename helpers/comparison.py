@@ -11,6 +11,7 @@ import pandas as pd
 from .evaluation import SkillReport
 from .paths import results_dir
 from .results import UNITS, read_results, weights_id
+from .stats import accuracy_intervals  # noqa: F401  (the notebooks' name for it: comparison.accuracy_intervals)
 
 # metric -> column name with its unit: the results vocabulary's labels, accuracies shown in %
 COLUMNS = {m: f"{label} (%)" if m.endswith("accuracy") else label for m, label in UNITS.items()}
@@ -73,18 +74,6 @@ def outcomes_of(report: SkillReport | None = None, pair_scores=None) -> dict:
         from .dpo import ranking_wins
 
         out["preferred"] = "".join("1" if w else "0" for w in ranking_wins(pair_scores).tolist())
-    return out
-
-
-def accuracy_intervals(outcomes: Mapping[str, Mapping], key: str = "correct") -> dict[str, list[float]]:
-    """The 95% Wilson interval of each variant's skill accuracy (``key="correct"``) or preference accuracy
-    (``key="preferred"``), from its recorded per-prompt outcomes."""
-    from . import stats
-
-    out = {}
-    for name, o in outcomes.items():
-        if o.get(key):
-            out[name] = list(stats.wilson_interval(o[key].count("1"), len(o[key])))
     return out
 
 

@@ -245,7 +245,7 @@ class Harness:
 
     def accuracy_intervals(self) -> dict[str, list[float]]:
         """Each recorded variant's 95% interval of skill accuracy (:func:`helpers.comparison.accuracy_intervals`)."""
-        from .comparison import accuracy_intervals
+        from .stats import accuracy_intervals
 
         return accuracy_intervals(self.outcomes)
 

@@ -203,7 +203,7 @@ def write_results(
     if wall_seconds is None:
         wall_seconds = seconds_since_setup(notebook)
     if extra and "outcomes" in extra and "accuracy_intervals" not in extra:
-        from .comparison import accuracy_intervals
+        from .stats import accuracy_intervals
 
         extra = {**extra, "accuracy_intervals": accuracy_intervals(extra["outcomes"])}
     probe = {"notebook": notebook, "profile": "", "model": model, "wall_seconds": wall_seconds, "n_eval": n_eval,

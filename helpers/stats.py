@@ -15,7 +15,7 @@ default; a notebook that states many verdicts at once asks for a higher level pe
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -122,3 +122,13 @@ def perplexity_ratio(a_sums: Sequence[float], b_sums: Sequence[float], counts: S
     ratio = float(math.exp((sb.sum() - sa.sum()) / counts.sum()))
     return {"ratio": ratio, "low": float(low), "high": float(high), "level": level, "blocks": int(sa.size),
             "clear": bool(low > 1 or high < 1)}
+
+
+def accuracy_intervals(outcomes: Mapping[str, Mapping], key: str = "correct") -> dict[str, list[float]]:
+    """The 95% Wilson interval of each variant's skill accuracy (``key="correct"``) or preference accuracy
+    (``key="preferred"``), from its recorded per-prompt outcomes."""
+    out = {}
+    for name, o in outcomes.items():
+        if o.get(key):
+            out[name] = list(wilson_interval(o[key].count("1"), len(o[key])))
+    return out

@@ -127,3 +127,22 @@ def test_the_bookkeeping_check_finds_a_fingerprint_in_a_cell(tmp_path):
     nb.write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["t = fingerprint(model_dir)\n", "x = 1\n"]},
                                         {"cell_type": "markdown", "source": ["a manifest"]}]}))
     assert bookkeeping_lines(nb) == ["t = fingerprint(model_dir)"]
+
+
+# Distinct helpers names each notebook's code cells use (module.name), and how many of those are the build layer's
+# (setup, the Colab install, where files go, the pipeline's hand-overs, the results file, the solutions runner).
+# The aim is 20 or fewer in all; a notebook that teaches several miniatures, each beside its tested copy (02's DPO
+# scoring and losses, 08's GRPO pieces), is above it. The ceilings only go down: lower one when a notebook needs fewer.
+NAMES_CEILING = {"01": (28, 7), "02": (38, 9), "03": (29, 7), "04": (29, 6), "05": (19, 5), "06": (26, 10),
+                 "07": (33, 9), "08": (34, 11)}
+
+
+def notebook_names() -> dict[str, set[tuple[str, str]]]:
+    return {site.split("/")[1][:2]: helpers_uses(source, relative) for site, (source, relative) in lesson_sources().items()
+            if site.startswith("notebooks/")}
+
+
+def test_each_notebook_calls_few_helpers_and_fewer_of_the_build_layer():
+    counts = {nb: (len(names), sum(m in layers.BUILD for m, _ in names)) for nb, names in notebook_names().items()}
+    over = {nb: c for nb, c in counts.items() if any(a > b for a, b in zip(c, NAMES_CEILING.get(nb, (20, 5))))}
+    assert not over, f"(all names, build-layer names) above their ceilings {NAMES_CEILING}: {over}"
