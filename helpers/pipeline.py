@@ -24,7 +24,6 @@ from transformers import PreTrainedTokenizerBase
 
 from .artifacts import artifact, as_recorded, changed_inputs, content_hash, read_manifest, reusable, write_manifest
 from .cost import rebuild_note
-from .isolated import train_isolated  # noqa: F401  (notebook 06 trains through scripts/sft.py in a fresh process)
 from .processes import show_source  # noqa: F401  (the code that fresh process runs, shown in the notebook)
 from .paths import fingerprint, outputs_dir
 from .profiles import Profile, takes_profile
@@ -207,6 +206,14 @@ def handover(folder: str | Path, trainer, rows, base: str | Path, profile: Profi
         yield tmp
         write_train_info(tmp, trainer, profile)
     print(reuse_line(profile, kind, Path(folder), base, getattr(trainer, "processing_class", None)))
+
+
+def train_isolated(profile: Profile, kind: str = "lora", **kwargs) -> dict:
+    """``python scripts/sft.py [--qlora]`` in a fresh process: notebook 06's LoRA and QLoRA runs, reused when what they
+    would run has not changed (:func:`helpers.isolated.train_isolated`, whose arguments it takes)."""
+    from .isolated import train_isolated as train   # imported here: it brings TRL, which the quantization notebooks skip
+
+    return train(profile, kind, **kwargs)
 
 
 @takes_profile
