@@ -243,20 +243,24 @@ def run_record(trainer) -> dict:
 
 
 def fp32_trainable_weights(trainer) -> list[str]:
-    """Cast 16-bit trainable weights to fp32 where the trainer's precision needs fp32 master weights; returns their
-    names. Frozen weights keep their dtype (that is where the memory is).
+    """Cast 16-bit trainable weights to fp32, the master copy mixed-precision training keeps; returns their names.
+    Frozen weights keep their dtype (that is where the memory is); bf16 or fp16 autocast still computes the products
+    in 16 bits.
 
-    - bf16 trainable weights, unless the trainer computes in bf16: for a 4-/8-bit base model (QLoRA) TRL 1.16's
-      ``SFTTrainer`` and ``DPOTrainer`` cast the LoRA weights to bf16, whatever the trainer's precision. With
-      ``fp16=True`` (a T4) the gradient scaler would then have to unscale bf16 gradients, which CUDA cannot do; on
-      a CPU without native bf16 every LoRA product would run in emulated bf16, tens of times slower.
-    - fp16 trainable weights, always: a model loaded in fp16 (the T4 profile) and trained in full (no LoRA) has
-      fp16 gradients, which the ``fp16=True`` gradient scaler refuses ("Attempting to unscale FP16 gradients",
+    - bf16 trainable weights: for a 4-/8-bit base model (QLoRA) TRL 1.16's ``SFTTrainer`` and ``DPOTrainer`` cast
+      the LoRA weights to bf16, whatever the trainer's precision. With ``fp16=True`` (a T4) the gradient scaler would
+      then have to unscale bf16 gradients, which CUDA cannot do; on a CPU without native bf16 every LoRA product
+      would run in emulated bf16, tens of times slower; and with ``bf16=True`` (an A100, a CPU with native bf16) an
+      update of size lr x Adam's step smaller than half the bf16 spacing of a weight (about 0.4% of it) rounds to
+      nothing: a full fine-tuning at 2e-5 would leave most weights of a bf16 model unchanged, and QLoRA's adapters
+      would train in another precision than LoRA's (PEFT keeps those in fp32).
+    - fp16 trainable weights: a model loaded in fp16 (the T4 profile) and trained in full (no LoRA) has fp16
+      gradients, which the ``fp16=True`` gradient scaler refuses ("Attempting to unscale FP16 gradients",
       ``torch/amp/grad_scaler.py``); without a scaler, fp16 updates of size lr x grad round to nothing.
 
-    The optimizer is built later, in ``train()``, so it sees the fp32 weights. Full fine-tuning of an fp16 model
+    The optimizer is built later, in ``train()``, so it sees the fp32 weights. Full fine-tuning of a 16-bit model
     then keeps fp32 weights for all of it (4 bytes a parameter, plus Adam's 8)."""
-    cast = {torch.float16} if trainer.args.bf16 else {torch.float16, torch.bfloat16}
+    cast = {torch.float16, torch.bfloat16}
     names = []
     for name, param in trainer.model.named_parameters():
         if param.requires_grad and param.dtype in cast:
@@ -294,7 +298,7 @@ def hardware_fixes(trainer):
     """Wrap ``trainer.train()`` in this block to train right on the student's hardware (details in the README's
     "Under the hood"):
 
-    - trainable bf16 weights go back to fp32 unless the trainer computes in bf16 (:func:`fp32_trainable_weights`);
+    - trainable 16-bit weights go to fp32, the master copy (:func:`fp32_trainable_weights`);
     - on CPU, TRL's chunked LM head is replaced by the plain computation (:func:`full_logits_head_on_cpu`);
     - on CPU in bf16, attention is computed eagerly, not by torch's fused kernel
       (:func:`eager_attention_for_bf16_on_cpu`);

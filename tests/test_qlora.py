@@ -55,10 +55,10 @@ def test_dequantized_copy_refuses_weights_repacked_by_a_cpu_forward_pass():
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_qlora_adapters_compute_in_the_trainers_precision(precision):
-    """TRL casts a 4-bit model's LoRA weights to bf16. Where the trainer is not bf16 (fp16 on a T4: the gradient
-    scaler cannot unscale bf16 gradients; fp32 on a CPU without native bf16: emulated bf16 is slow), run_trainer
-    casts them back to fp32 before the optimizer exists; a bf16 trainer keeps TRL's choice."""
+def test_qlora_adapters_keep_fp32_master_weights_in_every_precision(precision):
+    """TRL casts a 4-bit model's LoRA weights to bf16. run_trainer casts them back to fp32 before the optimizer
+    exists, in every precision: fp16 on a T4 (the gradient scaler cannot unscale bf16 gradients), fp32 on a CPU
+    without native bf16 (emulated bf16 is slow), bf16 (autocast computes in bf16; the updates need fp32 weights)."""
     from dataclasses import replace
 
     from trl import SFTTrainer
@@ -74,8 +74,21 @@ def test_qlora_adapters_compute_in_the_trainers_precision(precision):
     trainable = lambda: {p.dtype for p in trainer.model.parameters() if p.requires_grad}  # noqa: E731
     assert trainable() == {torch.bfloat16}, "TRL no longer casts QLoRA adapters to bf16: revisit fp32_trainable_weights"
     training.run_trainer(trainer)
-    assert trainable() == ({torch.float32} if precision == "fp32" else {torch.bfloat16})
+    assert trainable() == {torch.float32}
     assert trainer.state.global_step == 1
+
+
+def test_bf16_trainer_gets_fp32_master_weights_for_a_full_fine_tuning():
+    """An A100 profile loads the model in bf16 and trains with bf16=True: a full fine-tuning at 2e-5 in bf16 weights
+    would round most updates away (half the bf16 spacing of a weight of 0.01 is 3e-5), so the weights go to fp32."""
+    from types import SimpleNamespace
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4).to(torch.bfloat16))
+    fake = SimpleNamespace(args=SimpleNamespace(bf16=True, fp16=False), model=model)
+    weight = torch.full((4, 4), 0.01, dtype=torch.bfloat16)
+    assert torch.equal(weight + 2e-5, weight)   # the update lost in bf16 ...
+    assert training.fp32_trainable_weights(fake) == ["0.weight", "0.bias"]
+    assert model[0].weight.dtype == torch.float32 and not torch.equal(weight.float() + 2e-5, weight.float())   # ... kept
 
 
 def test_fp16_trainer_gets_fp32_adapters():
