@@ -418,7 +418,9 @@ def gptqmodel_config(method: str, bits: int, group_size: int, **kwargs):
 
 
 def default_backend(method: str, bits: int = 4, cuda: bool | None = None):
-    """The GPTQModel kernel for quantizing/loading on this machine, chosen so that nothing is compiled at run time.
+    """The GPTQModel kernel for quantizing/loading on the profile's device (``cuda``: whether that is a GPU; by default
+    the profile's, so that ``COURSE_PROFILE=cpu`` on a GPU runtime keeps the CPU's kernels and dtype together), chosen
+    so that nothing is compiled at run time.
 
     - CPU: the torch kernels (``GPTQ_TORCH``, ``AWQ_TORCH``).
     - CUDA: Triton for 4-bit GPTQ (``GPTQ_TRITON``; Triton ships with CUDA builds of torch and compiles its
@@ -429,7 +431,9 @@ def default_backend(method: str, bits: int = 4, cuda: bool | None = None):
     """
     from gptqmodel import BACKEND
 
-    cuda = torch.cuda.is_available() if cuda is None else cuda
+    from .profiles import get_profile
+
+    cuda = get_profile().needs_cuda if cuda is None else cuda   # the profile's device, as default_dtype's dtype
     if method == "awq":
         return BACKEND.AWQ_TORCH
     return BACKEND.GPTQ_TRITON if cuda and bits in (2, 4, 8) else BACKEND.GPTQ_TORCH
@@ -822,12 +826,13 @@ def load_gptqmodel(path: str | Path, method: str = "gptq", backend=None, dtype: 
     configure_gptqmodel()
     from gptqmodel import GPTQModel
 
+    from .profiles import get_profile
+
     bits = int(checkpoint_format(path).get("bits", 4))
     backend = backend or default_backend(method, bits)
     check_backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):  # GPTQModel 7.6 prints "from_quantized: adapter: None"
-        model = GPTQModel.load(str(path), backend=backend, device="cuda" if torch.cuda.is_available() else "cpu",
-                               dtype=dtype or kernel_dtype())
+        model = GPTQModel.load(str(path), backend=backend, device=get_profile().device, dtype=dtype or kernel_dtype())
     return model.model
 
 

@@ -513,3 +513,15 @@ print("log:", f"{{folder}}.log")
             if m["model_name"] == "FloatProgressModel"} == {(2.0, 2.0)}    # tiny's 2 layers, both reported done
     log = Path(text_out.split("log: ")[1].split()[0])
     assert "Content of saved `config.json`" in log.read_text(errors="ignore")
+
+
+def test_the_default_kernel_follows_the_profiles_device_not_the_machines(monkeypatch):
+    """COURSE_PROFILE=cpu on a GPU runtime keeps the CPU's kernel with the CPU's dtype (fp32 needs the torch kernels:
+    GPTQ_TRITON computes in fp16/bf16 only); a GPU profile asks for Triton."""
+    from helpers import profiles
+
+    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: get_profile("t4"))
+    assert quant.default_backend("gptq", 4).value == "gptq_triton"
+    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: get_profile("cpu"))
+    assert quant.default_backend("gptq", 4).value == "gptq_torch"
+    assert quant.default_backend("awq", 4).value == "awq_torch"
