@@ -520,8 +520,8 @@ def test_the_default_kernel_follows_the_profiles_device_not_the_machines(monkeyp
     GPTQ_TRITON computes in fp16/bf16 only); a GPU profile asks for Triton."""
     from helpers import profiles
 
-    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: get_profile("t4"))
+    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: profiles.PROFILES["t4"])
     assert quant.default_backend("gptq", 4).value == "gptq_triton"
-    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: get_profile("cpu"))
+    monkeypatch.setattr(profiles, "get_profile", lambda *a, **k: profiles.PROFILES["cpu"])
     assert quant.default_backend("gptq", 4).value == "gptq_torch"
     assert quant.default_backend("awq", 4).value == "awq_torch"
