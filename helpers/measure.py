@@ -258,8 +258,8 @@ class Harness:
 
     def record(self, name: str, model: PreTrainedModel, adopt: tuple[Mapping[str, float], str] | None = None,
                **kwargs) -> dict[str, float]:
-        """Measure ``model`` as variant ``name``; ``kwargs`` go to :func:`measure_variant` (``size_path``,
-        ``load_seconds``, ``speed``). Returns the variant's metrics.
+        """Measure ``model`` as variant ``name`` (:meth:`measure`) and record it; ``kwargs`` go to
+        :func:`measure_variant` (``size_path``, ``load_seconds``, ``speed``). Returns the variant's metrics.
 
         ``adopt=(metrics, source, outcomes)`` takes the quality numbers in ``metrics`` (perplexity, skill and preference
         accuracy: :data:`ADOPTABLE`) from an earlier notebook's measurement of the same weights, measured the
@@ -267,9 +267,7 @@ class Harness:
         time) is measured here, in this process."""
         taken = {k: v for k, v in (adopt[0] if adopt else {}).items() if k in ADOPTABLE}
         outcomes = dict(adopt[2]) if adopt and len(adopt) > 2 and adopt[2] else {}
-        metrics, report = measure_variant(
-            model, self.tokenizer, self.profile, self.eval_rows, self.ppl_text, name=name, autocast=self.autocast,
-            preference_pairs=self.preference_pairs, skip=tuple(taken), outcomes=outcomes, **kwargs)
+        metrics, report = self.measure(model, name, skip=tuple(taken), outcomes=outcomes, **kwargs)
         self.outcomes[name] = outcomes
         self.dtypes[name] = outcomes.get("dtype", "")
         self.metrics[name] = {**metrics, **taken}
